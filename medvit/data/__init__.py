@@ -1,0 +1,9 @@
+"""Datasets: the registry, the source families, the authors' split and the paper's transforms."""
+from . import csv_folder, medmnist, synthetic  # noqa: F401  (register their datasets)
+from .base import DataError, DatasetInfo, ImageDataset
+from .registry import create_dataset, data_root, dataset_description, list_datasets, register_dataset
+from .split import authors_split
+from .transforms import create_transform, resize_size
+
+__all__ = ["DataError", "DatasetInfo", "ImageDataset", "create_dataset", "list_datasets", "register_dataset",
+           "dataset_description", "data_root", "authors_split", "create_transform", "resize_size"]

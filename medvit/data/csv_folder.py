@@ -1,0 +1,87 @@
+"""A CSV + image folder dataset: the layout of the ISIC/APTOS family (paper-spec §2).
+
+One CSV row per image: an image-id column and a label column; images are ``<image_dir>/<id><ext>``.
+Splits are the authors' Random(42) split of the CSV rows (``medvit.data.split``). The registered
+``isic_uda1`` is a real ISIC Archive collection in this layout (``../shared/data/isic_uda1``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .base import DataError, DatasetInfo, ImageDataset, require_columns, require_dir, require_file
+from .registry import data_root, register_dataset
+from .split import authors_split
+
+
+def read_csv(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
+    """A CSV with the needed ``columns``; a clear DataError for a missing file, bad CSV or missing column."""
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"CSV file not found: {path}") from None
+    except Exception as err:
+        raise DataError(f"cannot read CSV {path}: {type(err).__name__}: {err}") from None
+    require_columns(df, columns, path)
+    return df
+
+
+def encode_labels(values: pd.Series, classes: Sequence[str], source: str) -> np.ndarray:
+    """Class names → indices 0..C-1 in ``classes`` order; an unknown value is an error naming it."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in values} - set(index))
+    if unknown:
+        raise DataError(f"{source}: label value(s) {unknown[:5]} not in the expected classes {list(classes)}")
+    return np.array([index[str(v)] for v in values], dtype=np.int64)
+
+
+def csv_folder_dataset(
+    info: DatasetInfo,
+    split: str,
+    csv: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    image_column: str,
+    label_column: str,
+    classes: Sequence[str],
+    ext: str = ".jpg",
+    val_size: float = 0.2,
+) -> ImageDataset:
+    """One split of a CSV + folder dataset; labels are ``classes`` indices (binary: index 1 is positive)."""
+    df = read_csv(csv, [image_column, label_column])
+    folder = require_dir(image_dir, f"{info.name} images", f"Expected <folder>/<{image_column}>{ext}.")
+    labels = encode_labels(df[label_column], classes, f"{csv} column {label_column!r}")
+    rows = authors_split(len(df), val_size)[split]
+    paths = [str(folder / f"{df[image_column].iloc[i]}{ext}") for i in rows]
+    return ImageDataset(info=info, split=split, labels=labels[rows], paths=paths)
+
+
+ISIC_MEAN, ISIC_STD = (0.6678, 0.5296, 0.5243), (0.2238, 0.2036, 0.2154)
+
+ISIC_UDA1 = DatasetInfo(
+    name="isic_uda1",
+    task="binary",
+    num_outputs=1,
+    target_metric="roc_auc",
+    channels=3,
+    mean=ISIC_MEAN,
+    std=ISIC_STD,
+    class_names=("benign", "malignant"),
+    description="ISIC Archive collection UDA-1 (557 dermoscopy images), benign vs malignant; "
+                "authors' Random(42) split with val_size 0.3; ISIC2019 mean/std",
+)
+
+
+@register_dataset("isic_uda1", "ISIC Archive UDA-1 dermoscopy, benign vs malignant (CSV + image folder)")
+def load_isic_uda1(split: str, root=None) -> ImageDataset:
+    folder = data_root("isic_uda1", root)
+    how = ("Expected metadata.csv (image, diagnosis, benign_malignant) and images/<image>.jpg; "
+           "pass root= or set $MEDVIT_DATA_ROOT to the folder that holds isic_uda1/.")
+    if folder is None:
+        raise DataError(f"isic_uda1: no data root given. {how}")
+    csv = require_file(Path(folder) / "metadata.csv", "isic_uda1 metadata", how)
+    return csv_folder_dataset(ISIC_UDA1, split, csv, Path(folder) / "images", "image", "benign_malignant",
+                              classes=("benign", "malignant"), ext=".jpg", val_size=0.3)

@@ -1,0 +1,82 @@
+"""The dataset registry, keyed by the names the paper and MedMNIST use.
+
+``create_dataset(name, split, root=None, **options)`` is the one way to get data; an unknown name
+raises an error listing the registered ones. Each source family registers its names in its own
+module (``medmnist.py``, ``csv_folder.py``, ``synthetic.py``, and the paper's datasets).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Callable
+
+from .base import SPLITS, DataError, ImageDataset
+
+_FACTORIES: dict[str, Callable[..., ImageDataset]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+_SUBDIRS: dict[str, str] = {}
+
+DATA_ROOT_ENV = "MEDVIT_DATA_ROOT"
+
+
+def register_dataset(name: str, description: str = "", subdir: str | None = None):
+    """Decorator: register ``factory(split, root=None, **options) -> ImageDataset`` under ``name``.
+
+    ``subdir`` is the dataset's folder under a data root (``$MEDVIT_DATA_ROOT/<subdir>``).
+    """
+
+    def deco(factory):
+        if name in _FACTORIES:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _FACTORIES[name] = factory
+        _DESCRIPTIONS[name] = description
+        _SUBDIRS[name] = subdir or name
+        return factory
+
+    return deco
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset names (shell-style ``pattern``), sorted."""
+    import fnmatch
+
+    return sorted(n for n in _FACTORIES if fnmatch.fnmatch(n, pattern))
+
+
+def dataset_description(name: str) -> str:
+    _check_name(name)
+    return _DESCRIPTIONS[name]
+
+
+def _check_name(name: str) -> None:
+    if name not in _FACTORIES:
+        raise DataError(f"unknown dataset {name!r}; registered datasets: {', '.join(list_datasets())}")
+
+
+def create_dataset(name: str, split: str, root: str | os.PathLike | None = None,
+                   data_root: str | os.PathLike | None = None, **options) -> ImageDataset:
+    """One split of a registered dataset, e.g. ``create_dataset("retinamnist", "train", size=28)``.
+
+    ``root`` is the dataset's own folder; ``data_root`` a folder holding every dataset's subfolder
+    (``<data_root>/medmnist``, ``<data_root>/isic_uda1``, ...), like ``$MEDVIT_DATA_ROOT``.
+    """
+    _check_name(name)
+    if split not in SPLITS:
+        raise DataError(f"dataset {name!r}: unknown split {split!r}; expected one of {SPLITS}")
+    if root is None and data_root is not None:
+        root = Path(data_root).expanduser() / _SUBDIRS[name]
+    factory = _FACTORIES[name]
+    try:
+        inspect.signature(factory).bind(split, root=root, **options)
+    except TypeError as err:
+        raise DataError(f"dataset {name!r} does not take options {sorted(options)}: {err}") from None
+    return factory(split, root=root, **options)
+
+
+def data_root(subdir: str, root: str | os.PathLike | None = None) -> Path | None:
+    """Where a source family's files live: ``root`` if given, else ``$MEDVIT_DATA_ROOT/<subdir>``, else None."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_ROOT_ENV)
+    return Path(env).expanduser() / subdir if env else None
