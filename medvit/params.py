@@ -56,6 +56,17 @@ class Params:
     fig1_inits: tuple[str, ...] = ("random", "imagenet", "dino")
     fig3_models: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "deit_tiny", "deit_small", "deit_base")
     fig3_init: str = "imagenet"
+    # Fig 2: DeepLabV3 segmentation (paper-spec §6)
+    seg_datasets: tuple[str, ...] = ()
+    seg_models: tuple[str, ...] = ("resnet50", "deit_small")
+    seg_inits: tuple[str, ...] = ("random", "imagenet", "dino")
+    seg_img_size: int = 224
+    seg_epochs: int = 50
+    seg_batch_size: int = 16
+    # Figs 4 and 5: saliency and mean attention distance (paper-spec §6)
+    saliency_datasets: tuple[str, ...] = ()
+    saliency_images: int = 4  # test images per dataset in the Fig 4 grid
+    attention_images: int = 512  # test images averaged per point in Fig 5
 
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
