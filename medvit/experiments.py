@@ -140,7 +140,7 @@ def grid(experiment: str, params: Params, models, inits, datasets=None) -> list[
 
 
 register_figure("fig1", lambda p: [r for e in ("finetune", "knn") for r in grid(e, p, p.fig1_models, p.fig1_inits)])
-register_figure("fig3", lambda p: grid("finetune", p, p.fig3_models, (p.fig3_init,)))
+register_figure("fig3", lambda p: grid("finetune", p, p.fig3_models, p.fig3_inits, p.fig3_datasets or None))
 
 
 def plan(params: Params, figure: str) -> list[Run]:

@@ -55,7 +55,8 @@ class Params:
     fig1_models: tuple[str, ...] = ("resnet50", "deit_small")
     fig1_inits: tuple[str, ...] = ("random", "imagenet", "dino")
     fig3_models: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "deit_tiny", "deit_small", "deit_base")
-    fig3_init: str = "imagenet"
+    fig3_inits: tuple[str, ...] = ("imagenet",)  # the paper's sweep uses ImageNet weights
+    fig3_datasets: tuple[str, ...] = ()  # empty: the profile's datasets
     # Fig 2: DeepLabV3 segmentation (paper-spec §6)
     seg_datasets: tuple[str, ...] = ()
     seg_models: tuple[str, ...] = ("resnet50", "deit_small")

@@ -1,0 +1,58 @@
+"""Fig 3: capacity. ResNet18/50/152 vs DeiT-T/S/B, test metric (median ± std) against parameter count."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from ..models import BACKBONES
+from .tables import INIT_NAMES, summary_table
+
+
+def fig3_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, model and init: parameters (millions) and ours (median ± std, n) or the status."""
+    table = summary_table(rows, by=("dataset", "model", "init"))
+    if table.empty:
+        return table
+    n_params = rows.dropna(subset=["n_params"]).groupby("model")["n_params"].first() if "n_params" in rows else {}
+    table["params (M)"] = [f"{n_params[m] / 1e6:.1f}" if m in n_params else "" for m in table["model"]]
+    table["init"] = table["init"].map(lambda i: INIT_NAMES.get(i, i))
+    return table[["dataset", "model", "init", "params (M)", "metric", "ours"]]
+
+
+def fig3_figure(rows: pd.DataFrame):
+    """One panel per dataset: median test metric ± std against parameters (log x), a line per family and init."""
+    ok = rows[rows["status"] == "ok"]
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), squeeze=False, figsize=(4.6 * len(datasets) + 1.5, 3.4))
+    families = {"resnet": "ResNet", "vit": "DeiT"}
+    colours = dict(zip(families, sns.color_palette("colorblind", 2)))
+    styles = {"imagenet": "-", "random": "--", "dino": ":"}
+    for ax, ds in zip(axes[0], datasets):
+        sub = ok[ok["dataset"] == ds]
+        for (family, init), g in sub.groupby([sub["model"].map(lambda m: BACKBONES[m].family), "init"]):
+            agg = g.groupby("model").agg(n=("n_params", "first"), median=("value", "median"),
+                                         std=("value", "std")).sort_values("n")
+            ax.errorbar(agg["n"] / 1e6, agg["median"], yerr=agg["std"].fillna(0), marker="o", capsize=3,
+                        color=colours[family], ls=styles.get(init, "-"),
+                        label=f"{families[family]}, {INIT_NAMES.get(init, init)}")
+            for m, r in agg.iterrows():
+                ax.annotate(m, (r["n"] / 1e6, r["median"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        here = rows[rows["dataset"] == ds]
+        missing = sorted({f"{m}/{i}" for m, i, s in zip(here["model"], here["init"], here["status"]) if s != "ok"})
+        if missing:
+            ax.text(0.02, 0.02, "unavailable: " + ", ".join(missing), transform=ax.transAxes, fontsize=6,
+                    color="0.4", wrap=True)
+        metric = next((m for m in rows.loc[rows["dataset"] == ds, "metric"] if m), "")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (millions)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(ds, fontsize=10)
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    return fig

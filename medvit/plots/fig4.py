@@ -1,0 +1,85 @@
+"""Fig 4: Grad-CAM of the CNN vs the top-50% CLS attention of the ViT (paper-spec §6).
+
+``fig4_figure(grid)`` draws a :class:`medvit.saliency.SaliencyGrid`: the first row shows the test
+images (columns, grouped by dataset), then one row per (backbone, init): Grad-CAM overlaid on the image
+for CNNs; for ViTs the head-averaged CLS attention kept inside its top-50% mask (the smallest set of
+patches holding half the attention), with the mask's outline. A cell whose model is unavailable says
+so and points to a numbered note under the figure with the reason. ``draw_saliency`` draws one panel
+(shared with the interactive explorer).
+"""
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .tables import INIT_NAMES
+
+CMAP = "jet"
+ALPHA = 0.45
+MASK_COLOUR = "white"
+
+
+def show_image(ax, image: np.ndarray) -> None:
+    """An (H, W, C) image in [0, 1] without ticks (grayscale for one channel)."""
+    grey = image.shape[-1] == 1
+    ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_saliency(ax, image: np.ndarray, saliency: np.ndarray, mask: np.ndarray | None = None) -> None:
+    """The image with ``saliency`` (H, W in [0, 1]) overlaid; with a ``mask``, only inside it, outlined."""
+    show_image(ax, image)
+    shown = saliency if mask is None else np.where(mask, saliency, np.nan)
+    ax.imshow(shown, cmap=CMAP, vmin=0, vmax=1, alpha=ALPHA, interpolation="nearest")
+    if mask is not None and mask.any() and not mask.all():
+        ax.contour(mask.astype(float), levels=[0.5], colors=[MASK_COLOUR], linewidths=0.8)
+
+
+def draw_unavailable(ax, text: str, width: int = 22) -> None:
+    """An empty panel that says why there is nothing to show."""
+    ax.set_facecolor("0.93")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, width)[:10]), transform=ax.transAxes, ha="center",
+            va="center", fontsize=7, color="0.3")
+
+
+def _row_label(model: str, init: str, method: str | None) -> str:
+    what = {"gradcam": "Grad-CAM", "cls_attention": "CLS attn top-50%"}.get(method, "")
+    return f"{model}\n{INIT_NAMES.get(init, init)}" + (f"\n{what}" if what else "")
+
+
+def fig4_figure(grid, panel_size: float = 1.5) -> plt.Figure:
+    """Rows: image, then each (backbone, init); columns: the test images of each saliency dataset."""
+    columns = [(d, k) for d in grid.datasets for k in range(len(grid.indices[d]))]
+    n_rows, n_cols = 1 + len(grid.rows), len(columns)
+    notes: dict[str, int] = {}
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(panel_size * n_cols + 1.0,
+                                                                      panel_size * n_rows + 0.6))
+    for c, (d, k) in enumerate(columns):
+        show_image(axes[0, c], grid.images[d][k])
+        axes[0, c].set_title(f"{d}\ntest #{grid.indices[d][k]}", fontsize=7)
+    axes[0, 0].set_ylabel("image", fontsize=8)
+    for r, (model, init) in enumerate(grid.rows, start=1):
+        method = None
+        for c, (d, k) in enumerate(columns):
+            resolved, maps = grid.cells[model, init, d]
+            ax = axes[r, c]
+            if maps is None:
+                note = notes.setdefault(f"{model} / {init} on {d}: {resolved.reason}", len(notes) + 1)
+                draw_unavailable(ax, f"unavailable (note {note})")
+                continue
+            method = maps.method
+            draw_saliency(ax, grid.images[d][k], maps.maps[k], None if maps.masks is None else maps.masks[k])
+            if k == 0:
+                ax.text(0.02, 0.02, resolved.source, transform=ax.transAxes, fontsize=5, color="white",
+                        va="bottom", bbox=dict(facecolor="black", alpha=0.5, pad=1, linewidth=0))
+        axes[r, 0].set_ylabel(_row_label(model, init, method), fontsize=8)
+    footer = "\n".join(textwrap.fill(f"[{n}] {text}", 180) for text, n in notes.items())
+    fig.tight_layout(rect=(0, 0.02 * footer.count("\n") + (0.03 if footer else 0), 1, 1))
+    if footer:
+        fig.text(0.01, 0.005, footer, fontsize=6, va="bottom", ha="left", color="0.25")
+    return fig

@@ -1,0 +1,83 @@
+"""Fig 5: mean attention distance per head vs depth (paper-spec §6).
+
+One panel per (source, dataset) row and init column: the ViT as a backbone (random / ImageNet / DINO
+weights, no training on the target data) and fine-tuned (Fig 1's checkpoint of repetition 0). Each dot
+is one head in one block, averaged over ``attention_images`` test images; unavailable settings show
+their reason.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .tables import INIT_NAMES
+
+SOURCES = {"attention": "backbone", "attention_finetuned": "fine-tuned"}
+
+
+def fig5_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Long form of the ok rows: dataset, source, model, init, block (1-based), head, distance_px."""
+    out = []
+    for r in rows[rows["status"] == "ok"].itertuples():
+        for b, heads in enumerate(r.distances, start=1):
+            for h, d in enumerate(heads):
+                out.append({"dataset": r.dataset, "source": SOURCES.get(r.experiment, r.experiment),
+                            "model": r.model, "init": r.init, "block": b, "head": h, "distance_px": d,
+                            "n_images": r.n_images})
+    return pd.DataFrame(out, columns=["dataset", "source", "model", "init", "block", "head", "distance_px",
+                                      "n_images"])
+
+
+def _unavailable_text(reason: str, width: int = 38, lines: int = 9) -> str:
+    wrapped = textwrap.wrap(f"unavailable: {reason}", width)
+    return "\n".join(wrapped[:lines]) + ("\n…" if len(wrapped) > lines else "")
+
+
+def fig5_figure(rows: pd.DataFrame, inits=("random", "imagenet", "dino")):
+    """Dots per head (colour) at each block (x) of each ViT; rows: backbone / fine-tuned per dataset,
+    columns: inits. ``rows`` are the result rows of ``run_experiment(params, "fig5")``."""
+    rows = rows[rows["experiment"].isin(SOURCES)]
+    if rows.empty:
+        raise ValueError("no Fig 5 rows (experiments 'attention', 'attention_finetuned') to plot")
+    inits = [i for i in inits if i in set(rows["init"])]
+    panels = [(e, d) for d in dict.fromkeys(rows["dataset"]) for e in SOURCES if e in set(rows["experiment"])]
+    long = fig5_table(rows)
+    heads = int(long["head"].max()) + 1 if len(long) else 1
+    colours = sns.color_palette("husl", heads)
+    fig, axes = plt.subplots(len(panels), len(inits), squeeze=False, sharex=True, sharey=True,
+                             figsize=(3.3 * len(inits) + 1.2, 2.7 * len(panels)))
+    for i, (experiment, dataset) in enumerate(panels):
+        for j, init in enumerate(inits):
+            ax = axes[i, j]
+            cell = rows[(rows["experiment"] == experiment) & (rows["dataset"] == dataset) & (rows["init"] == init)]
+            name = f"{', '.join(dict.fromkeys(cell['model']))} {INIT_NAMES.get(init, init)}"
+            ax.set_title(f"{name} — {SOURCES[experiment]}\n{dataset}", fontsize=9)
+            ok = cell[cell["status"] == "ok"]
+            if ok.empty:
+                reason = cell["reason"].iloc[-1] if len(cell) else "not run"
+                ax.text(0.03, 0.97, _unavailable_text(str(reason)), transform=ax.transAxes, va="top", ha="left",
+                        fontsize=6.5, color="0.35")
+                continue
+            d = np.asarray(ok["distances"].iloc[-1], dtype=float)  # (blocks, heads)
+            blocks = np.arange(1, d.shape[0] + 1)
+            for h in range(d.shape[1]):
+                ax.scatter(blocks, d[:, h], s=12, color=colours[h % heads], label=f"head {h}",
+                           edgecolor="none", alpha=0.85)
+            ax.text(0.98, 0.03, f"n={int(ok['n_images'].iloc[-1])} images", transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=7, color="0.4")
+    for ax in axes[-1]:
+        ax.set_xlabel("block (depth)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean attention distance (px)")
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.88 if handles else 1, 1))
+    return fig

@@ -1,0 +1,108 @@
+"""Reproduce the book: execute each figure notebook with papermill, then build the HTML with Jupyter Book.
+
+``reproduce("quick")`` runs ``book/notebooks/<name>.ipynb`` with the profile's name and the results
+folder as papermill parameters into ``book/_executed/<name>.ipynb`` (what the book renders). Each
+notebook asks medvit for its runs; runs already in ``results/<profile>/`` are not redone (``force``
+redoes them). A failing notebook stops everything with papermill's saved notebook and the cell's error.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK = REPO / "book"
+SOURCES = BOOK / "notebooks"
+EXECUTED = BOOK / "_executed"
+
+# The book's executable pages, in the order they run; each one's figure key for --only.
+NOTEBOOKS = {
+    "intro": "intro",
+    "fig1": "fig1_finetune_knn",
+    "fig2": "fig2_segmentation",
+    "fig3": "fig3_capacity",
+    "fig4": "fig4_saliency",
+    "fig5": "fig5_attention_distance",
+}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the saved notebook and the failing cell's error."""
+
+
+def available_notebooks() -> dict[str, Path]:
+    return {k: SOURCES / f"{v}.ipynb" for k, v in NOTEBOOKS.items() if (SOURCES / f"{v}.ipynb").is_file()}
+
+
+def _collapse_parameter_cells(path: Path) -> None:
+    """Tag papermill's parameter cells ``hide-cell``: the book shows them collapsed."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-cell" not in tags:
+            cell["metadata"]["tags"] = [*tags, "hide-cell"]
+    path.write_text(json.dumps(nb, indent=1))
+
+
+def execute_notebook(key: str, profile: str, results_dir: str | Path, force: bool = False,
+                     kernel: str = "python3", log=print) -> Path:
+    """Execute one book notebook for ``profile`` into ``book/_executed``; NotebookFailed on error."""
+    import papermill as pm
+
+    sources = available_notebooks()
+    if key not in sources:
+        raise ValueError(f"unknown notebook {key!r}; available: {', '.join(sources)}")
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    out = EXECUTED / sources[key].name
+    parameters = {"profile": profile, "results_dir": str(Path(results_dir).resolve()), "force": force}
+    try:
+        pm.execute_notebook(str(sources[key]), str(out), parameters=parameters, kernel_name=kernel,
+                            cwd=str(REPO), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as err:
+        raise NotebookFailed(f"{sources[key].name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+                             f"the executed notebook with the traceback is saved at {out}") from None
+    _collapse_parameter_cells(out)
+    return out
+
+
+def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
+              results_dir: str | Path | None = None, log=print) -> list[Path]:
+    """Execute the book's notebooks for ``profile`` (all, or the keys in ``only``), resuming finished runs."""
+    params = load_params(profile)
+    results_dir = Path(results_dir or params.results_dir)
+    if not results_dir.is_absolute():
+        results_dir = REPO / results_dir
+    sources = available_notebooks()
+    keys = list(sources) if not only else only
+    unknown = [k for k in keys if k not in sources]
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(sources)}")
+    done = []
+    for i, key in enumerate(keys, 1):
+        start = time.perf_counter()
+        log(f"[{i}/{len(keys)}] {key}: executing {sources[key].relative_to(REPO)} (profile {profile})", flush=True)
+        done.append(execute_notebook(key, profile, results_dir, force=force, log=log))
+        log(f"[{i}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {done[-1].relative_to(REPO)}",
+            flush=True)
+    return done
+
+
+def build_book(strict: bool = False, log=print) -> Path:
+    """Build ``_build/html`` from ``book/`` (execution off: the pages are what papermill ran)."""
+    missing = [NOTEBOOKS[k] for k in available_notebooks() if not (EXECUTED / f"{NOTEBOOKS[k]}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(f"not yet executed: {missing}; run `medvit reproduce --profile <name>` first")
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(BOOK), "--path-output", str(REPO)]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    log(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+    index = REPO / "_build" / "html" / "index.html"
+    log(f"book: {index}", flush=True)
+    return index
