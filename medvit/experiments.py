@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .data import create_dataset, create_transform
+from .data import cached, create_dataset, create_transform, resize_size
 from .knn import knn_evaluate
 from .models import WeightsUnavailableError, create_model
 from .params import Params
@@ -44,8 +44,11 @@ def resolve_device(params: Params) -> torch.device:
 
 
 def load_splits(params: Params, dataset: str) -> dict:
-    """train / val / test of ``dataset`` with the profile's data root and dataset options."""
-    return {s: create_dataset(dataset, s, data_root=params.data_root, **params.options_for(dataset))
+    """train / val / test of ``dataset`` with the profile's data root and dataset options. File-backed
+    images are read through the resized uint8 cache (``medvit.data.cache``: decoded once, then memory
+    speed); in-memory arrays (MedMNIST, synthetic) pass through unchanged."""
+    return {s: cached(create_dataset(dataset, s, data_root=params.data_root, **params.options_for(dataset)),
+                      size=resize_size(params.img_size))
             for s in ("train", "val", "test")}
 
 
@@ -189,4 +192,8 @@ def run_experiment(params: Params, figure: str, force: bool = False, progress: b
         execute_run(run, params, store, device)
     rows = store.rows()
     wanted = {r.run_id for r in runs}
-    return rows[rows["run_id"].isin(wanted)].reset_index(drop=True) if not rows.empty else rows
+    rows = rows[rows["run_id"].isin(wanted)].reset_index(drop=True) if not rows.empty else rows
+    counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
+    print(f"{figure}: {len(runs)} runs planned; {len(todo)} run now, {len(runs) - len(todo)} taken from "
+          f"{store.root}; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed")))
+    return rows
