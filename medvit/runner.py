@@ -50,15 +50,15 @@ def _collapse_parameter_cells(path: Path) -> None:
 
 
 def execute_notebook(key: str, profile: str, results_dir: str | Path, force: bool = False,
-                     kernel: str = "python3", log=print) -> Path:
-    """Execute one book notebook for ``profile`` into ``book/_executed``; NotebookFailed on error."""
+                     executed_dir: str | Path = EXECUTED, kernel: str = "python3") -> Path:
+    """Execute one book notebook for ``profile`` into ``executed_dir``; NotebookFailed on error."""
     import papermill as pm
 
     sources = available_notebooks()
     if key not in sources:
         raise ValueError(f"unknown notebook {key!r}; available: {', '.join(sources)}")
-    EXECUTED.mkdir(parents=True, exist_ok=True)
-    out = EXECUTED / sources[key].name
+    Path(executed_dir).mkdir(parents=True, exist_ok=True)
+    out = Path(executed_dir) / sources[key].name
     parameters = {"profile": profile, "results_dir": str(Path(results_dir).resolve()), "force": force}
     try:
         pm.execute_notebook(str(sources[key]), str(out), parameters=parameters, kernel_name=kernel,
@@ -71,8 +71,9 @@ def execute_notebook(key: str, profile: str, results_dir: str | Path, force: boo
 
 
 def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
-              results_dir: str | Path | None = None, log=print) -> list[Path]:
-    """Execute the book's notebooks for ``profile`` (all, or the keys in ``only``), resuming finished runs."""
+              results_dir: str | Path | None = None, executed_dir: str | Path = EXECUTED, log=print) -> list[Path]:
+    """Execute the book's notebooks for ``profile`` (all, or the keys in ``only``) into ``executed_dir``,
+    resuming finished runs."""
     params = load_params(profile)
     results_dir = Path(results_dir or params.results_dir)
     if not results_dir.is_absolute():
@@ -86,23 +87,25 @@ def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
     for i, key in enumerate(keys, 1):
         start = time.perf_counter()
         log(f"[{i}/{len(keys)}] {key}: executing {sources[key].relative_to(REPO)} (profile {profile})", flush=True)
-        done.append(execute_notebook(key, profile, results_dir, force=force, log=log))
-        log(f"[{i}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {done[-1].relative_to(REPO)}",
-            flush=True)
+        done.append(execute_notebook(key, profile, results_dir, force=force, executed_dir=executed_dir))
+        log(f"[{i}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {done[-1]}", flush=True)
     return done
 
 
-def build_book(strict: bool = False, log=print) -> Path:
-    """Build ``_build/html`` from ``book/`` (execution off: the pages are what papermill ran)."""
-    missing = [NOTEBOOKS[k] for k in available_notebooks() if not (EXECUTED / f"{NOTEBOOKS[k]}.ipynb").is_file()]
+def build_book(book_dir: str | Path = BOOK, output_dir: str | Path = REPO, strict: bool = False, log=print) -> Path:
+    """Build ``<output_dir>/_build/html`` from ``book_dir`` (execution off: the pages are what papermill ran
+    into ``<book_dir>/_executed``). ``strict`` fails on any Sphinx warning."""
+    book_dir = Path(book_dir)
+    missing = [NOTEBOOKS[k] for k in available_notebooks()
+               if not (book_dir / "_executed" / f"{NOTEBOOKS[k]}.ipynb").is_file()]
     if missing:
         raise FileNotFoundError(f"not yet executed: {missing}; run `medvit reproduce --profile <name>` first")
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(BOOK), "--path-output", str(REPO)]
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(book_dir), "--path-output", str(output_dir)]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     log(" ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
-    index = REPO / "_build" / "html" / "index.html"
+    index = Path(output_dir) / "_build" / "html" / "index.html"
     log(f"book: {index}", flush=True)
     return index

@@ -63,9 +63,9 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
                     if len(ok):
                         ax.bar(pos, ok.median(), width, yerr=ok.std() if len(ok) > 1 else None,
                                color=palette[model], capsize=3, label=model if x == 0 else None)
-                    elif len(cell):
-                        ax.text(pos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=8, color="0.4",
-                                transform=ax.get_xaxis_transform())
+                    else:  # unavailable here (n/a), or no such weights exist at all (none)
+                        ax.text(pos, 0.02, "n/a" if len(cell) else "none", rotation=90, ha="center", va="bottom",
+                                fontsize=8, color="0.4", transform=ax.get_xaxis_transform())
                     p = paper[(paper["evaluation"] == ev) & (paper["dataset"] == ds) & (paper["model"] == model)
                               & (paper["init"] == init)]
                     if len(p):

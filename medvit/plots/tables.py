@@ -24,6 +24,8 @@ def summary_table(rows: pd.DataFrame, by=("experiment", "dataset", "model", "ini
     agg = aggregate(rows, by=by)
     if agg.empty:
         return agg
+    known = rows[rows["metric"].astype(bool)].groupby("dataset")["metric"].first()  # unavailable rows have none
+    agg["metric"] = [m or known.get(d, "") for m, d in zip(agg["metric"], agg["dataset"])]
     agg["ours"] = [format_score(m, s, n) if st == "ok" else st
                    for m, s, n, st in zip(agg["median"], agg["std"], agg["n"], agg["status"])]
     return agg
