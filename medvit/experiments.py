@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -47,9 +48,14 @@ def load_splits(params: Params, dataset: str) -> dict:
     """train / val / test of ``dataset`` with the profile's data root and dataset options. File-backed
     images are read through the resized uint8 cache (``medvit.data.cache``: decoded once, then memory
     speed); in-memory arrays (MedMNIST, synthetic) pass through unchanged."""
-    return {s: cached(create_dataset(dataset, s, data_root=params.data_root, **params.options_for(dataset)),
-                      size=resize_size(params.img_size))
-            for s in ("train", "val", "test")}
+    splits = {s: cached(create_dataset(dataset, s, data_root=params.data_root, **params.options_for(dataset)),
+                        size=resize_size(params.img_size))
+              for s in ("train", "val", "test")}
+    train = splits["train"]
+    if 0 < params.train_subset < len(train):  # the same images for every repetition and model
+        keep = np.sort(np.random.default_rng(0).permutation(len(train))[:params.train_subset])
+        splits["train"] = train.subset(keep)
+    return splits
 
 
 def finetune_config(params: Params) -> FinetuneConfig:

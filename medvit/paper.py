@@ -47,6 +47,9 @@ def deviations(params) -> list[str]:
                        f"the paper's numbers are shown for context, not as a target.")
         elif relation == "none":
             out.append(f"{d} is not one of the paper's datasets.")
+    if params.train_subset:
+        out.append(f"training splits larger than {params.train_subset} images are subsampled to a fixed "
+                   f"seeded subset of {params.train_subset}.")
     if params.img_size != 224:
         out.append(f"input {params.img_size} px instead of 224 px (ViT patch grid {params.img_size // 16}×"
                    f"{params.img_size // 16} instead of 14×14).")

@@ -36,6 +36,7 @@ class Params:
     datasets: tuple[str, ...] = ()
     dataset_options: dict = field(default_factory=dict)  # per dataset: create_dataset(**options)
     img_size: int = 224
+    train_subset: int = 0  # >0: a fixed seeded subset of this many training images (CPU budgets); 0: all
     # fine-tuning (paper-spec §3)
     epochs: int = 10
     batch_size: int = 64

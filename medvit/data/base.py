@@ -108,6 +108,13 @@ class ImageDataset(torch.utils.data.Dataset):
         """The same images and labels with another transform (images are shared, not copied)."""
         return ImageDataset(self.info, self.split, self.labels, self.images, self.paths, transform)
 
+    def subset(self, indices) -> "ImageDataset":
+        """The images and labels at ``indices`` (same info, split and transform)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        images = self.images[idx] if self.images is not None else None
+        paths = [self.paths[i] for i in idx] if self.paths is not None else None
+        return ImageDataset(self.info, self.split, self.labels[idx], images, paths, self.transform)
+
     def label_matrix(self) -> np.ndarray:
         """Labels as an (N, num_outputs) float matrix: one-hot for multiclass, 0/1 vectors otherwise."""
         if self.info.task == "multiclass":
