@@ -7,6 +7,7 @@ from .metrics import compute_metrics
 from .models import INITS, ModelError, WeightsUnavailableError, create_model, list_models, model_inits
 from .params import Params, ParamsError, list_profiles, load_params
 from .results import ResultsStore, aggregate
+from . import attention, saliency  # noqa: F401  Figs 4-5: medvit.saliency.saliency_maps, medvit.attention.mean_attention_distance (registers experiments 'attention', 'attention_finetuned', figure 'fig5')
 from .train import FinetuneConfig, finetune, seed_everything
 
 __version__ = "0.1.0"

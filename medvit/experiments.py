@@ -25,6 +25,15 @@ from .results import ResultsStore, provenance, run_id, timed
 from .train import FinetuneConfig, finetune, seed_everything
 
 
+class RunUnavailable(RuntimeError):
+    """A run's prerequisite cannot be had here (weights offline, a checkpoint not yet made): its row is
+    ``unavailable`` with this message as the reason, never a substitute."""
+
+
+class CheckpointMissing(RunUnavailable, FileNotFoundError):
+    """No fine-tuned checkpoint for a run; the message names the file and how to make it."""
+
+
 @dataclass(frozen=True)
 class Run:
     experiment: str  # "finetune" | "knn" | ... (a key of EXECUTORS)
@@ -100,14 +109,14 @@ def load_finetuned(params: Params, run: Run, device="cpu"):
     """The fine-tuned model of ``run`` (its best-validation checkpoint), or FileNotFoundError naming the file."""
     path = checkpoint_path(params, run)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint for {run.run_id} at {path}: run the figure's fine-tuning first "
+        raise CheckpointMissing(f"no checkpoint for {run.run_id} at {path}: run the figure's fine-tuning first "
                                 f"(checkpoints are kept for the first {params.checkpoint_repetitions} repetitions)")
-    splits_info = create_dataset(run.dataset, "test", data_root=params.data_root,
-                                 **params.options_for(run.dataset)).info
-    model = create_model(run.model, "random", num_outputs=splits_info.num_outputs, in_chans=splits_info.channels,
-                         img_size=params.img_size)
+    saved = torch.load(path, map_location=device, weights_only=True)
+    info = create_dataset(run.dataset, "test", data_root=params.data_root, **params.options_for(run.dataset)).info
+    model = create_model(run.model, "random", num_outputs=info.num_outputs, in_chans=info.channels,
+                         img_size=saved["params"]["img_size"])  # the size it was trained at
     model.init = run.init
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["state_dict"])
+    model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()
 
 
@@ -168,7 +177,7 @@ def execute_run(run: Run, params: Params, store: ResultsStore, device=None) -> d
            "params_hash": params.hash, "params": params.to_dict(), **provenance(device)}
     try:
         row.update(EXECUTORS[run.experiment](run, params, device), status="ok", reason="")
-    except WeightsUnavailableError as err:
+    except (WeightsUnavailableError, RunUnavailable) as err:
         row.update(status="unavailable", reason=str(err), metric="", value=float("nan"))
     except Exception as err:
         row.update(status="failed", reason=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(),

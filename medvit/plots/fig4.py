@@ -19,6 +19,7 @@ from .tables import INIT_NAMES
 CMAP = "jet"
 ALPHA = 0.45
 MASK_COLOUR = "white"
+NOTE_FONTSIZE = 6
 
 
 def show_image(ax, image: np.ndarray) -> None:
@@ -57,8 +58,8 @@ def fig4_figure(grid, panel_size: float = 1.5) -> plt.Figure:
     columns = [(d, k) for d in grid.datasets for k in range(len(grid.indices[d]))]
     n_rows, n_cols = 1 + len(grid.rows), len(columns)
     notes: dict[str, int] = {}
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(panel_size * n_cols + 1.0,
-                                                                      panel_size * n_rows + 0.6))
+    width, height = panel_size * n_cols + 1.0, panel_size * n_rows + 0.6
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(width, height))
     for c, (d, k) in enumerate(columns):
         show_image(axes[0, c], grid.images[d][k])
         axes[0, c].set_title(f"{d}\ntest #{grid.indices[d][k]}", fontsize=7)
@@ -75,11 +76,17 @@ def fig4_figure(grid, panel_size: float = 1.5) -> plt.Figure:
             method = maps.method
             draw_saliency(ax, grid.images[d][k], maps.maps[k], None if maps.masks is None else maps.masks[k])
             if k == 0:
-                ax.text(0.02, 0.02, resolved.source, transform=ax.transAxes, fontsize=5, color="white",
+                label = "fine-tuned" if resolved.finetuned else "backbone only"
+                ax.text(0.02, 0.02, label, transform=ax.transAxes, fontsize=6, color="white",
                         va="bottom", bbox=dict(facecolor="black", alpha=0.5, pad=1, linewidth=0))
         axes[r, 0].set_ylabel(_row_label(model, init, method), fontsize=8)
-    footer = "\n".join(textwrap.fill(f"[{n}] {text}", 180) for text, n in notes.items())
-    fig.tight_layout(rect=(0, 0.02 * footer.count("\n") + (0.03 if footer else 0), 1, 1))
-    if footer:
-        fig.text(0.01, 0.005, footer, fontsize=6, va="bottom", ha="left", color="0.25")
+    if notes:  # the reasons, numbered, in a band added under the panels
+        chars = int(width * 72 / (NOTE_FONTSIZE * 0.62))
+        footer = "\n".join(textwrap.fill(f"[{n}] {text}", chars) for text, n in notes.items())
+        band = (footer.count("\n") + 1) * NOTE_FONTSIZE * 1.3 / 72 + 0.15
+        fig.set_size_inches(width, height + band)
+        fig.text(0.01, 0.005, footer, fontsize=NOTE_FONTSIZE, va="bottom", ha="left", color="0.25")
+        fig.tight_layout(rect=(0, band / (height + band), 1, 1))
+    else:
+        fig.tight_layout()
     return fig

@@ -2,8 +2,9 @@
 
 One panel per (source, dataset) row and init column: the ViT as a backbone (random / ImageNet / DINO
 weights, no training on the target data) and fine-tuned (Fig 1's checkpoint of repetition 0). Each dot
-is one head in one block, averaged over ``attention_images`` test images; unavailable settings show
-their reason.
+is one head in one block, averaged over ``attention_images`` test images; the dashed line is the
+distance of uniform attention over the patch grid (the mean pairwise patch distance); unavailable
+settings show their reason.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from .tables import INIT_NAMES
 
@@ -27,9 +29,20 @@ def fig5_table(rows: pd.DataFrame) -> pd.DataFrame:
             for h, d in enumerate(heads):
                 out.append({"dataset": r.dataset, "source": SOURCES.get(r.experiment, r.experiment),
                             "model": r.model, "init": r.init, "block": b, "head": h, "distance_px": d,
-                            "n_images": r.n_images})
+                            "n_images": int(r.n_images)})
     return pd.DataFrame(out, columns=["dataset", "source", "model", "init", "block", "head", "distance_px",
                                       "n_images"])
+
+
+def fig5_block_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean attention distance (px) averaged over heads: one row per block, one column per setting."""
+    long = fig5_table(rows)
+    if long.empty:
+        return pd.DataFrame()
+    long["setting"] = long["model"] + " " + long["init"].map(lambda i: INIT_NAMES.get(i, i)) + ", " + \
+        long["source"] + " (" + long["dataset"] + ")"
+    return long.pivot_table(index="block", columns="setting", values="distance_px", aggfunc="mean",
+                            sort=False).round(1)
 
 
 def _unavailable_text(reason: str, width: int = 38, lines: int = 9) -> str:
@@ -67,10 +80,13 @@ def fig5_figure(rows: pd.DataFrame, inits=("random", "imagenet", "dino")):
             for h in range(d.shape[1]):
                 ax.scatter(blocks, d[:, h], s=12, color=colours[h % heads], label=f"head {h}",
                            edgecolor="none", alpha=0.85)
+            if "uniform_px" in ok and pd.notna(ok["uniform_px"].iloc[-1]):  # rows of older versions lack it
+                ax.axhline(ok["uniform_px"].iloc[-1], color="0.5", ls="--", lw=0.8, label="uniform attention")
             ax.text(0.98, 0.03, f"n={int(ok['n_images'].iloc[-1])} images", transform=ax.transAxes,
                     ha="right", va="bottom", fontsize=7, color="0.4")
     for ax in axes[-1]:
         ax.set_xlabel("block (depth)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:, 0]:
         ax.set_ylabel("mean attention distance (px)")
     handles = {}
@@ -79,5 +95,5 @@ def fig5_figure(rows: pd.DataFrame, inits=("random", "imagenet", "dino")):
             handles.setdefault(lab, h)
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.88 if handles else 1, 1))
+    fig.tight_layout(rect=(0, 0, 0.84 if handles else 1, 1))
     return fig
