@@ -1,8 +1,10 @@
 """``medvit``: reproduce the paper's figures, build the book, and look up what is registered.
 
-    medvit reproduce --profile quick [--only fig1 fig3] [--force]
+    medvit reproduce --profile quick [--only fig1 fig3] [--force] [--results-dir DIR]
+    medvit reproduce --profile medmnist --launcher local [--gpus N]      # one run per GPU, then the book
+    medvit reproduce --profile paper --launcher slurm --slurm-partition gpu --slurm-time 4:00:00
     medvit book [--strict]
-    medvit list models|datasets|profiles|runs [--profile P]
+    medvit list models|datasets|profiles|runs [--profile P] [--figure fig1] [--verbose]
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import argparse
 import sys
 
 
-def _list(what: str, profile: str) -> None:
+def _list(what: str, profile: str, figure: str | None = None, verbose: bool = False,
+          results_dir: str | None = None) -> None:
     import medvit
     from medvit.experiments import FIGURES, plan, results_store
 
@@ -26,14 +29,51 @@ def _list(what: str, profile: str) -> None:
         for p in medvit.list_profiles():
             print(f"{p:10s} {medvit.load_params(p).description}")
     elif what == "runs":
-        params = medvit.load_params(profile)
-        rows = results_store(params).rows()
-        status = dict(zip(rows["run_id"], rows["status"])) if not rows.empty else {}
-        for fig in FIGURES:
+        from medvit.launch import grid_runs, launch_params, run_states
+
+        params = launch_params(profile, results_dir)
+        figures = [figure] if figure else list(FIGURES)
+        states = run_states(params, grid_runs(params, figures))
+        print(f"profile {params.profile}: results in {results_store(params).root}")
+        for fig in figures:
             runs = plan(params, fig)
-            counts = {s: sum(status.get(r.run_id) == s for r in runs) for s in ("ok", "unavailable", "failed")}
+            counts = {s: sum(states[r.run_id][0] == s for r in runs) for s in ("ok", "unavailable", "failed")}
             print(f"{fig}: {len(runs)} runs, done {counts['ok']}, unavailable {counts['unavailable']}, "
                   f"failed {counts['failed']}, missing {len(runs) - sum(counts.values())}")
+        if len(figures) > 1:
+            counts = {s: sum(v[0] == s for v in states.values()) for s in ("ok", "unavailable", "failed", "missing")}
+            print(f"all: {len(states)} distinct runs (figures share some), done {counts['ok']}, unavailable "
+                  f"{counts['unavailable']}, failed {counts['failed']}, missing {counts['missing']}")
+        if verbose:
+            for run_id, (state, reason) in states.items():
+                line = f"  {'done' if state == 'ok' else state:12s} {run_id}"
+                print(line + (f"  ({reason.strip().splitlines()[-1][:160]})" if reason.strip() else ""))
+
+
+def _launch(args) -> int:
+    """Run the missing runs of the figures in ``--only`` (default: all) with ``--launcher``; 1 if any failed."""
+    from medvit.experiments import FIGURES
+    from medvit.launch import launch, launch_params, parse_minutes
+    from medvit.runner import available_notebooks
+
+    unknown = [k for k in args.only or () if k not in available_notebooks()]
+    if unknown:  # before launching anything
+        raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(available_notebooks())}")
+    params = launch_params(args.profile, args.results_dir)
+    figures = [k for k in args.only if k in FIGURES] if args.only else None
+    if args.only and not figures:
+        print(f"{args.launcher}: no runs to launch for {args.only} (figures with runs: {', '.join(FIGURES)})")
+        return 0
+    if args.launcher == "local":
+        options = {"gpus": args.gpus}
+    else:
+        options = {"partition": args.slurm_partition, "time_min": parse_minutes(args.slurm_time),
+                   "gpus": 1 if args.gpus is None else args.gpus, "cpus_per_task": args.slurm_cpus,
+                   "mem_gb": args.slurm_mem, "array_parallelism": args.slurm_array_parallelism,
+                   "account": args.slurm_account, "qos": args.slurm_qos}
+    report = launch(params, args.launcher, figures=figures, force=args.force, **options)
+    print(report.summary(), flush=True)
+    return 1 if report.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,22 +83,43 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--profile", default="quick")
     rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. fig1 fig3 (default: all)")
     rep.add_argument("--force", action="store_true", help="redo runs already in the results store")
+    rep.add_argument("--results-dir", help="results folder (default: the profile's results_dir)")
+    rep.add_argument("--launcher", choices=["local", "slurm"],
+                     help="run the grid's missing runs as separate jobs first, then execute the notebooks\n"
+                          "(default: the notebooks do their missing runs themselves, one at a time)")
+    rep.add_argument("--gpus", type=int, help="local: GPUs to use, one run per GPU (default: all visible;\n"
+                                              "none on a CPU machine: one run at a time); slurm: GPUs per job (1)")
+    slurm = rep.add_argument_group("slurm (with --launcher slurm; one job array per wave of runs)")
+    slurm.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
+    slurm.add_argument("--slurm-time", default="4:00:00", help="time limit per run: minutes or H:MM:SS (4:00:00)")
+    slurm.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (8)")
+    slurm.add_argument("--slurm-mem", type=float, default=32, help="memory per job in GB (32)")
+    slurm.add_argument("--slurm-array-parallelism", type=int, default=64, help="jobs of an array running at once (64)")
+    slurm.add_argument("--slurm-account", help="account to charge (sbatch --account)")
+    slurm.add_argument("--slurm-qos", help="quality of service (sbatch --qos)")
     book = sub.add_parser("book", help="build the HTML book from the executed notebooks into _build/html")
     book.add_argument("--strict", action="store_true", help="fail on Sphinx warnings (-W -n --keep-going)")
     lst = sub.add_parser("list", help="what is registered, or the state of a profile's runs")
     lst.add_argument("what", choices=["models", "datasets", "profiles", "runs"])
     lst.add_argument("--profile", default="quick")
+    lst.add_argument("--figure", help="runs: only this figure's runs (e.g. fig1)")
+    lst.add_argument("--verbose", action="store_true", help="runs: one line per run with its state and reason")
+    lst.add_argument("--results-dir", help="runs: results folder (default: the profile's results_dir)")
     args = parser.parse_args(argv)
 
     from medvit.runner import NotebookFailed, build_book, reproduce
 
     try:
-        if args.command == "reproduce":
-            reproduce(args.profile, only=args.only, force=args.force)
+        if args.command == "reproduce" and args.launcher:
+            if _launch(args) != 0:
+                return 1
+            reproduce(args.profile, only=args.only, results_dir=args.results_dir)
+        elif args.command == "reproduce":
+            reproduce(args.profile, only=args.only, force=args.force, results_dir=args.results_dir)
         elif args.command == "book":
             build_book(strict=args.strict)
         else:
-            _list(args.what, args.profile)
+            _list(args.what, args.profile, args.figure, args.verbose, args.results_dir)
     except (NotebookFailed, ValueError, FileNotFoundError) as err:
         print(f"medvit: {err}", file=sys.stderr)
         return 1

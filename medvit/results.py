@@ -1,8 +1,11 @@
 """The results store: one JSON file per result row, written atomically, never overwritten.
 
-``results/<profile>/rows/<run_id>/<timestamp>-<pid>.json``: concurrent writers never touch the same
-file; a row appears only complete (written to a temporary name, then renamed). Reading gathers every
-file; for each run the newest row counts (older ones stay as history). A row holds the run's
+``results/<profile>/rows/<run_id>/<timestamp>-<pid>-<random>.json``: concurrent writers (processes,
+threads, Slurm jobs on several hosts) never touch the same file; a row appears only complete: it is
+written and fsynced under a hidden temporary name that readers never match (``.tmp-*.partial``), then
+renamed, and the folder is fsynced so the rename survives a crash. A writer killed mid-way leaves at
+most a hidden temporary file, never a row, so its run is not done. Reading gathers every row file; for
+each run the newest row counts (older ones stay as history). A row holds the run's
 settings, its status (``ok`` | ``unavailable`` | ``failed``) with a reason, the target metric and
 all metrics, and its provenance (git sha, params hash, seed, device, wall time).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -68,21 +72,31 @@ class ResultsStore:
         row = {**row, "run_id": run_id(*(row[k] for k in KEY)),
                "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
         folder = self.root / "rows" / row["run_id"]
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(folder.parent)
         stamp = row["created_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
-        final = folder / f"{stamp}-{os.getpid()}.json"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(row, f, indent=1, default=_json_default, allow_nan=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        # pid alone is not unique across hosts (Slurm nodes) nor across threads of one process
+        final = folder / f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}.json"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".partial")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(row, f, indent=1, default=_json_default, allow_nan=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
         return final
 
     def rows(self, history: bool = False) -> pd.DataFrame:
         """Every run's newest row (or, with ``history``, every row), as a DataFrame."""
         records = []
         for path in sorted(self.root.glob("rows/*/*.json")):
+            if path.name.startswith("."):  # a writer's temporary file (older versions named them .tmp-*.json)
+                continue
             try:
                 records.append(json.loads(path.read_text()))
             except (OSError, json.JSONDecodeError) as err:
@@ -96,6 +110,20 @@ class ResultsStore:
         """run_ids whose newest row has status ``ok`` (unavailable and failed runs are retried)."""
         df = self.rows()
         return set() if df.empty else set(df.loc[df["status"] == "ok", "run_id"])
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not support fsync on a folder; the rename is still atomic
+    finally:
+        os.close(fd)
 
 
 def _json_default(o):
@@ -119,7 +147,8 @@ def aggregate(rows: pd.DataFrame, by=GROUP) -> pd.DataFrame:
         vals = ok["value"].astype(float)
         status = "ok" if len(ok) else g["status"].iloc[-1]
         reason = "" if len(ok) else str(g.get("reason", pd.Series([""])).iloc[-1])
-        out.append({**dict(zip(by, key)), "metric": g["metric"].iloc[0], "median": vals.median(),
+        metric = (ok if len(ok) else g)["metric"].iloc[0]  # a failed row's metric is ""
+        out.append({**dict(zip(by, key)), "metric": metric, "median": vals.median(),
                     "std": vals.std() if len(vals) > 1 else float("nan"), "n": len(vals),
                     "status": status, "reason": reason})
     return pd.DataFrame(out)
