@@ -125,5 +125,5 @@ def plan_fig5(params: Params) -> list[Run]:
 
 
 register_experiment("attention", _attention_backbone)
-register_experiment("attention_finetuned", _attention_finetuned)
+register_experiment("attention_finetuned", _attention_finetuned, needs=("finetune",))
 register_figure("fig5", plan_fig5)

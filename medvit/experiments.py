@@ -139,9 +139,15 @@ EXECUTORS: dict[str, Callable[[Run, Params, torch.device], dict]] = {"finetune":
 FIGURES: dict[str, Callable[[Params], list[Run]]] = {}
 
 
-def register_experiment(name: str, executor: Callable[[Run, Params, torch.device], dict]) -> None:
-    """Register ``executor(run, params, device) -> row fields`` (metric, value, metrics, ...) as ``name``."""
+NEEDS: dict[str, tuple[str, ...]] = {}  # experiment -> experiments whose outputs (checkpoints) it reads
+
+
+def register_experiment(name: str, executor: Callable[[Run, Params, torch.device], dict],
+                        needs: tuple[str, ...] = ()) -> None:
+    """Register ``executor(run, params, device) -> row fields`` (metric, value, metrics, ...) as ``name``;
+    ``needs``: experiments whose runs must finish first (their checkpoints are read)."""
     EXECUTORS[name] = executor
+    NEEDS[name] = tuple(needs)
 
 
 def register_figure(name: str, planner: Callable[[Params], list[Run]]) -> None:

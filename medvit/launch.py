@@ -15,7 +15,7 @@ Both launchers go through submitit (``pip install "medvit[cluster]"``):
 - ``launch_slurm``: ``submitit.AutoExecutor`` on Slurm, one job array per wave (``executor.batch()``),
   with partition, time, GPUs, CPUs and memory per job from the command line.
 
-Runs that read another experiment's checkpoints (``DEPENDS_ON``) go in a second wave, after the runs
+Runs that read another experiment's checkpoints (``experiments.NEEDS``) go in a second wave, after the runs
 they read. Unavailable pretrained weights give ``unavailable`` rows, never failures; a job that raises
 (``failed`` row) or dies is a failure, reported with its log file and error.
 """
@@ -31,13 +31,11 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 import medvit  # noqa: F401  imports every module that registers experiments and figures
-from .experiments import FIGURES, Run, execute_run, plan, results_store
+from .experiments import FIGURES, NEEDS, Run, execute_run, plan, results_store
 from .params import Params, load_params
 
 # Experiments whose runs read the checkpoints of another experiment's runs (Fig 5's fine-tuned attention
 # distances read Fig 1's fine-tuned models): they wait for a second wave.
-DEPENDS_ON: dict[str, tuple[str, ...]] = {"attention_finetuned": ("finetune",)}
-
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's LocalExecutor kills a job after timeout_min (default 2 min)
 SLURM_QUEUED = {"PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "UNKNOWN"}
 
@@ -83,8 +81,8 @@ def pending_runs(params: Params, figures: list[str] | None = None, force: bool =
 
 
 def waves(runs: list[Run]) -> list[list[Run]]:
-    """``runs`` split so that runs of an experiment in ``DEPENDS_ON`` come after the runs they read."""
-    later = [r for r in runs if set(DEPENDS_ON.get(r.experiment, ())) & {x.experiment for x in runs}]
+    """``runs`` split so that runs of an experiment that ``NEEDS`` others come after the runs they read."""
+    later = [r for r in runs if set(NEEDS.get(r.experiment, ())) & {x.experiment for x in runs}]
     first = [r for r in runs if r not in later]
     return [w for w in (first, later) if w]
 
