@@ -8,6 +8,7 @@ from .models import INITS, ModelError, WeightsUnavailableError, create_model, li
 from .params import Params, ParamsError, list_profiles, load_params
 from .results import ResultsStore, aggregate
 from . import attention, saliency  # noqa: F401  Figs 4-5: medvit.saliency.saliency_maps, medvit.attention.mean_attention_distance (registers experiments 'attention', 'attention_finetuned', figure 'fig5')
+from .segment import create_segmentation_model, evaluate_segmentation, segmentation_examples, train_segmentation  # noqa: F401,E501  (registers experiment 'segmentation', figure 'fig2')
 from .train import FinetuneConfig, finetune, seed_everything
 
 __version__ = "0.1.0"

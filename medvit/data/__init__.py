@@ -2,6 +2,7 @@
 from . import csv_folder, medmnist, synthetic  # noqa: F401  (register their datasets)
 from . import aptos, chexpert, ddsm, isic, pcam  # noqa: F401  (the paper's datasets)
 from .cache import cached, default_cache_dir
+from .segmentation import SegmentationDataset, create_segmentation_transform  # noqa: F401  (registers ph2, ...)
 from .base import DataError, DatasetInfo, ImageDataset
 from .registry import create_dataset, data_root, dataset_description, list_datasets, register_dataset
 from .split import authors_split

@@ -1,9 +1,10 @@
 """Fig 2: DeepLabV3 segmentation with a ResNet50 vs a DeiT-S backbone (paper-spec §6).
 
-``plot_fig2(examples)`` draws the overlay grid: one row per test image; the first column is the image
+``fig2_figure(examples)`` draws the overlay grid: one row per test image; the first column is the image
 with the ground truth in yellow, then one column per model with its predicted mask overlaid (ground
 truth again as a yellow contour, per-image Dice in the corner). ``fig2_table(rows)`` is the median ±
-std of test Dice and IoU over repetitions per (dataset, model, init), beside the trivial predictions.
+std of test Dice and IoU over repetitions per (dataset, model, init), beside the trivial predictions
+(all background, all foreground) that a model must beat to have learned anything.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..results import aggregate
+from .tables import INIT_NAMES, summary_table
 
 GROUND_TRUTH_COLOUR = "yellow"
 PREDICTION_COLOUR = (0.0, 0.75, 1.0)  # a cyan-blue, distinct from the yellow ground truth
@@ -28,7 +29,7 @@ def _show(ax, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def plot_fig2(examples, panel_size: float = 2.2) -> plt.Figure:
+def fig2_figure(examples, panel_size: float = 2.2) -> plt.Figure:
     """The overlay grid of a :class:`medvit.segment.SegmentationExamples` (rows images, columns models)."""
     labels = list(examples.predictions)
     n_rows, n_cols = len(examples.indices), 1 + len(labels)
@@ -51,27 +52,33 @@ def plot_fig2(examples, panel_size: float = 2.2) -> plt.Figure:
     axes[0, 0].set_title("image + ground truth")
     for c, label in enumerate(labels, start=1):
         axes[0, c].set_title(label)
+    fig.tight_layout(rect=(0, 0.04 / n_rows if examples.missing else 0, 1, 1))
     if examples.missing:
         fig.text(0.01, 0.0, "no checkpoint: " + ", ".join(examples.missing), fontsize=8, va="bottom")
-    fig.tight_layout()
     return fig
 
 
 def fig2_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Median ± std over repetitions of test Dice and IoU per (dataset, model, init), with the trivial
-    all-background / all-foreground Dice of the same test split (from the rows' ``baselines``)."""
-    rows = rows[rows["experiment"] == "segmentation"]
+    """Per (dataset, model, init): test Dice and IoU as ``median ± std (n)`` over repetitions, beside the
+    Dice of the trivial all-background / all-foreground predictions on the same test images."""
+    rows = rows[rows["experiment"] == "segmentation"] if "experiment" in rows else rows
+    columns = ["dataset", "model", "init", "Dice", "IoU", "all-background Dice", "all-foreground Dice"]
     if rows.empty:
-        return pd.DataFrame(columns=["dataset", "model", "init", "dice_median", "dice_std", "iou_median",
-                                     "iou_std", "n", "status", "reason"])
-    by = ["dataset", "model", "init"]
-    iou = [m.get("iou", np.nan) if isinstance(m, dict) else np.nan for m in rows.get("metrics", [None] * len(rows))]
-    dice_agg = aggregate(rows, by).rename(columns={"median": "dice_median", "std": "dice_std"})
-    iou_agg = aggregate(rows.assign(value=iou), by)[[*by, "median", "std"]]
-    table = dice_agg.merge(iou_agg.rename(columns={"median": "iou_median", "std": "iou_std"}), on=by)
-    table = table[[*by, "dice_median", "dice_std", "iou_median", "iou_std", "n", "status", "reason"]]
+        return pd.DataFrame(columns=columns)
+    metrics = rows["metrics"] if "metrics" in rows else pd.Series([None] * len(rows), index=rows.index)
+    iou = [m.get("iou", np.nan) if isinstance(m, dict) else np.nan for m in metrics]
+    dice_table = summary_table(rows)
+    iou_table = summary_table(rows.assign(value=iou))
     baselines = {d: b for d, b in zip(rows["dataset"], rows.get("baselines", [None] * len(rows)))
                  if isinstance(b, dict)}
-    for name in ("all_background", "all_foreground"):
-        table[f"{name}_dice"] = table["dataset"].map(lambda d: baselines.get(d, {}).get(name, {}).get("dice", np.nan))
-    return table
+
+    def baseline(dataset, name):
+        value = baselines.get(dataset, {}).get(name, {}).get("dice")
+        return "–" if value is None else f"{value:.3f}"
+
+    return pd.DataFrame({"dataset": dice_table["dataset"], "model": dice_table["model"],
+                         "init": [INIT_NAMES.get(i, i) for i in dice_table["init"]],
+                         "Dice": dice_table["ours"], "IoU": iou_table["ours"],
+                         "all-background Dice": [baseline(d, "all_background") for d in dice_table["dataset"]],
+                         "all-foreground Dice": [baseline(d, "all_foreground") for d in dice_table["dataset"]]},
+                        columns=columns)
