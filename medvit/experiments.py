@@ -105,19 +105,30 @@ def save_checkpoint(model, run: Run, params: Params) -> Path:
     return path
 
 
-def load_finetuned(params: Params, run: Run, device="cpu"):
-    """The fine-tuned model of ``run`` (its best-validation checkpoint), or FileNotFoundError naming the file."""
+def load_checkpoint(params: Params, run: Run, build: Callable, device="cpu"):
+    """The model of ``run`` from its best-validation checkpoint: ``build(info, saved_params)`` makes the
+    untrained architecture (at the sizes it was trained with), then the weights are loaded.
+    ``CheckpointMissing`` (an unavailable run) names the file when there is none."""
     path = checkpoint_path(params, run)
     if not path.is_file():
-        raise CheckpointMissing(f"no checkpoint for {run.run_id} at {path}: run the figure's fine-tuning first "
+        raise CheckpointMissing(f"no checkpoint for {run.run_id} at {path}: run its {run.experiment} first "
                                 f"(checkpoints are kept for the first {params.checkpoint_repetitions} repetitions)")
     saved = torch.load(path, map_location=device, weights_only=True)
     info = create_dataset(run.dataset, "test", data_root=params.data_root, **params.options_for(run.dataset)).info
-    model = create_model(run.model, "random", num_outputs=info.num_outputs, in_chans=info.channels,
-                         img_size=saved["params"]["img_size"])  # the size it was trained at
-    model.init = run.init
+    model = build(info, saved["params"])
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()
+
+
+def load_finetuned(params: Params, run: Run, device="cpu"):
+    """The fine-tuned classifier of ``run`` (Figs 4 and 5 read the first repetition's)."""
+    def build(info, saved):
+        model = create_model(run.model, "random", num_outputs=info.num_outputs, in_chans=info.channels,
+                             img_size=saved["img_size"])
+        model.init = run.init  # the weights loaded next are the fine-tuned ones of this init
+        return model
+
+    return load_checkpoint(params, run, build, device)
 
 
 def _knn(run: Run, params: Params, device) -> dict:

@@ -33,8 +33,7 @@ def paper_counterpart(dataset: str) -> tuple[str | None, str]:
 
 def deviations(params) -> list[str]:
     """How a profile departs from the paper's protocol (paper-spec §3–§4), computed from its values."""
-    from .data import create_dataset  # noqa: F401  (registers datasets)
-    from .data.registry import dataset_description
+    from .data import dataset_description
 
     out = []
     for d in params.datasets:
@@ -53,14 +52,21 @@ def deviations(params) -> list[str]:
     if params.img_size != 224:
         out.append(f"input {params.img_size} px instead of 224 px (ViT patch grid {params.img_size // 16}×"
                    f"{params.img_size // 16} instead of 14×14).")
-    if params.repetitions != 5:
-        out.append(f"{params.repetitions} repetition(s) per setting instead of 5.")
-    if params.warmup_max_fraction < 1.0:
-        out.append(f"warm-up capped at {params.warmup_max_fraction:.0%} of all iterations "
-                   f"(the paper: {params.warmup_iters} iterations).")
+    out += budget_deviations(params)
     if params.batch_size != 64:
         out.append(f"batch size {params.batch_size} instead of 64.")
     if (params.knn_k, params.knn_temperature) != (200, 0.1):
         out.append(f"k-NN with k={params.knn_k}, T={params.knn_temperature} instead of k=200, T=0.1.")
     out.append(f"{params.epochs} fine-tuning epochs (the paper does not publish its epochs).")
+    return out
+
+
+def budget_deviations(params) -> list[str]:
+    """The departures every experiment shares: repetitions and the warm-up cap."""
+    out = []
+    if params.repetitions != 5:
+        out.append(f"{params.repetitions} repetition(s) per setting instead of 5.")
+    if params.warmup_max_fraction < 1.0:
+        out.append(f"warm-up capped at {params.warmup_max_fraction:.0%} of all iterations "
+                   f"(the paper: {params.warmup_iters} iterations).")
     return out

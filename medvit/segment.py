@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 from .data import create_dataset
 from .data.segmentation import SegmentationDataset, create_segmentation_transform, resized
 from .data.transforms import resize_size
-from .experiments import (Run, checkpoint_path, finetune_config, grid, register_experiment, register_figure,
+from .experiments import (Run, finetune_config, grid, load_checkpoint, register_experiment, register_figure,
                           resolve_device, save_checkpoint)
 from .models.segmentation import create_segmentation_model
+from .paper import budget_deviations
 from .params import Params
 from .train import NAN_CHECK_EVERY, FinetuneConfig, FinetuneResult, seed_everything
 
@@ -249,11 +250,7 @@ def segmentation_deviations(params: Params) -> list[str]:
         out.append(f"input {params.seg_img_size} px instead of 224 px (DeiT patch grid {params.seg_img_size // 16}×"
                    f"{params.seg_img_size // 16} instead of 14×14; ResNet map {params.seg_img_size // 8}×"
                    f"{params.seg_img_size // 8} at output stride 8).")
-    if params.repetitions != 5:
-        out.append(f"{params.repetitions} repetition(s) per setting instead of 5.")
-    if params.warmup_max_fraction < 1.0:
-        out.append(f"warm-up capped at {params.warmup_max_fraction:.0%} of all iterations "
-                   f"(the paper: {params.warmup_iters} iterations).")
+    out += budget_deviations(params)
     out.append(f"{params.seg_epochs} epochs at batch size {params.seg_batch_size} (the paper publishes neither for "
                f"segmentation); loss: BCE-with-logits on one foreground channel; no auxiliary head.")
     out.append("Dice and IoU are per image at the network's input resolution (the resized, centre-cropped "
@@ -262,16 +259,13 @@ def segmentation_deviations(params: Params) -> list[str]:
 
 
 def load_segmentation_model(params: Params, run: Run, device="cpu"):
-    """The trained DeepLabV3 of ``run`` (its best-validation checkpoint), or FileNotFoundError naming the file."""
-    path = checkpoint_path(params, run)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint for {run.run_id} at {path}: run fig2's segmentation first "
-                                f"(checkpoints are kept for the first {params.checkpoint_repetitions} repetitions)")
-    info = create_dataset(run.dataset, "test", data_root=params.data_root, **params.options_for(run.dataset)).info
-    model = create_segmentation_model(run.model, "random", in_chans=info.channels, img_size=params.seg_img_size)
-    model.backbone.init = run.init
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["state_dict"])
-    return model.to(device).eval()
+    """The trained DeepLabV3 of ``run`` (its best-validation checkpoint); CheckpointMissing names the file."""
+    def build(info, saved):
+        model = create_segmentation_model(run.model, "random", in_chans=info.channels, img_size=saved["seg_img_size"])
+        model.backbone.init = run.init
+        return model
+
+    return load_checkpoint(params, run, build, device)
 
 
 @dataclass
