@@ -53,7 +53,7 @@ def decode_image(path: str | os.PathLike, channels: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
     except Exception as err:  # PIL raises many types for truncated/corrupt files

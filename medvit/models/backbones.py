@@ -240,7 +240,11 @@ def _build_pretrained(spec: BackboneSpec, init: str, tag: str, local: Path | Non
     classifier = net.default_cfg["classifier"]
     head = {f"{classifier}.weight", f"{classifier}.bias"}
     state = {k: v for k, v in state.items() if k not in head}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # strict=False still raises on shape mismatches
+        first = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise WeightsUnavailableError(f"{local or tag} does not fit {spec.arch}: {first}") from None
     if set(missing) - head or unexpected:
         raise WeightsUnavailableError(
             f"{local or tag} does not fit {spec.arch}: missing {sorted(set(missing) - head)[:5]}, "

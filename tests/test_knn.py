@@ -1,0 +1,111 @@
+"""k-NN on frozen features (paper-spec §4): cosine similarity, top-k, exp(sim / T) weights, weighted vote
+(multiclass) or weighted mean of label vectors (binary / multilabel)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medvit import create_dataset, create_model, create_transform, extract_features, knn_classify, knn_evaluate
+
+
+def brute_force_knn(bank, bank_labels, queries, k, temperature):
+    """The protocol written out one query at a time in plain Python/NumPy."""
+    bank, bank_labels, queries = (np.asarray(a, dtype=np.float64) for a in (bank, bank_labels, queries))
+    scores = []
+    for q in queries:
+        sims = [float(q @ b) / (np.linalg.norm(q) * np.linalg.norm(b)) for b in bank]
+        top = sorted(range(len(bank)), key=lambda j: -sims[j])[:k]
+        weights = {j: math.exp(sims[j] / temperature) for j in top}
+        total = sum(weights.values())
+        votes = [sum(weights[j] * bank_labels[j][c] for j in top) / total for c in range(bank_labels.shape[1])]
+        scores.append(votes)
+    return np.array(scores)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_knn_recovers_separable_clusters(rng):
+    centres = np.eye(4, 16) * 10
+    labels = np.repeat(np.arange(4), 30)
+    bank = centres[labels] + rng.normal(0, 1, (len(labels), 16))
+    query_labels = np.repeat(np.arange(4), 10)
+    queries = centres[query_labels] + rng.normal(0, 1, (len(query_labels), 16))
+    scores = knn_classify(torch.tensor(bank, dtype=torch.float32), torch.eye(4)[labels],
+                          torch.tensor(queries, dtype=torch.float32), k=20, temperature=0.1)
+    assert scores.shape == (40, 4)
+    assert (scores.argmax(1).numpy() == query_labels).mean() == 1.0
+
+
+@pytest.mark.parametrize("k, temperature", [(200, 0.1), (20, 0.07), (7, 0.5)])
+def test_knn_multiclass_matches_brute_force(rng, k, temperature):
+    bank = rng.normal(size=(250, 12))
+    labels = rng.integers(0, 5, 250)
+    onehot = np.eye(5)[labels]
+    queries = rng.normal(size=(30, 12))
+    scores = knn_classify(torch.tensor(bank), torch.tensor(onehot), torch.tensor(queries), k=k,
+                          temperature=temperature).numpy()
+    expected = brute_force_knn(bank, onehot, queries, k, temperature)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(scores.sum(1), 1.0, rtol=1e-6)  # class weights normalised = probabilities
+    assert (scores.argmax(1) == expected.argmax(1)).all()  # the weighted vote
+
+
+def test_knn_multilabel_and_binary_match_brute_force(rng):
+    bank = rng.normal(size=(120, 8))
+    multilabel = (rng.random((120, 6)) < 0.3).astype(np.float32)
+    queries = rng.normal(size=(25, 8))
+    scores = knn_classify(torch.tensor(bank), torch.tensor(multilabel), torch.tensor(queries), k=15,
+                          temperature=0.1).numpy()
+    np.testing.assert_allclose(scores, brute_force_knn(bank, multilabel, queries, 15, 0.1), rtol=1e-5, atol=1e-7)
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+    binary = multilabel[:, :1]  # binary: one 0/1 column, the score is the weighted fraction of positives
+    scores = knn_classify(torch.tensor(bank), torch.tensor(binary), torch.tensor(queries), k=15,
+                          temperature=0.1).numpy()
+    np.testing.assert_allclose(scores, brute_force_knn(bank, binary, queries, 15, 0.1), rtol=1e-5, atol=1e-7)
+
+
+def test_knn_chunking_does_not_change_scores(rng):
+    bank = torch.tensor(rng.normal(size=(300, 16)), dtype=torch.float32)
+    labels = torch.eye(3)[torch.tensor(rng.integers(0, 3, 300))]
+    queries = torch.tensor(rng.normal(size=(103, 16)), dtype=torch.float32)
+    whole = knn_classify(bank, labels, queries, k=50, chunk_size=4096)
+    for chunk in (1, 10, 64):
+        torch.testing.assert_close(knn_classify(bank, labels, queries, k=50, chunk_size=chunk), whole)
+
+
+def test_knn_with_k_larger_than_bank_uses_the_whole_bank(rng):
+    bank = rng.normal(size=(9, 4))
+    labels = np.eye(3)[rng.integers(0, 3, 9)]
+    queries = rng.normal(size=(5, 4))
+    scores = knn_classify(torch.tensor(bank), torch.tensor(labels), torch.tensor(queries), k=200,
+                          temperature=0.1).numpy()
+    np.testing.assert_allclose(scores, brute_force_knn(bank, labels, queries, 9, 0.1), rtol=1e-5, atol=1e-7)
+
+
+def test_knn_rejects_labels_that_are_not_a_label_matrix():
+    with pytest.raises(ValueError, match=r"train_labels must be \(N, C\)"):
+        knn_classify(torch.randn(10, 4), torch.zeros(10, dtype=torch.long), torch.randn(2, 4))
+
+
+def test_knn_evaluate_scores_a_frozen_model_end_to_end():
+    train = create_dataset("synthetic_shapes", "train", size=32, n_train=48)
+    test = create_dataset("synthetic_shapes", "test", size=32, n_test=16)
+    tf = create_transform(train.info, img_size=32, train=False)
+    model = create_model("resnet18", "random", num_outputs=0)
+    out = knn_evaluate(model, train.with_transform(tf), test.with_transform(tf), k=10, temperature=0.1,
+                       progress=False)
+    assert out["scores"].shape == (16, 3)
+    assert set(out["metrics"]) >= {"quadratic_kappa", "accuracy"}
+    # the scores are knn_classify over the features the model gives
+    bank = extract_features(model, train.with_transform(tf), progress=False)
+    queries = extract_features(model, test.with_transform(tf), progress=False)
+    assert bank.shape == (48, 512)
+    expected = knn_classify(bank, torch.from_numpy(train.label_matrix()), queries, k=10, temperature=0.1)
+    torch.testing.assert_close(out["scores"], expected)
