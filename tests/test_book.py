@@ -81,4 +81,5 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path
         assert f'id="{key}-' in page or "<figure" in page, f"{name}: the figure has no caption/name"
     fig1 = (html / "_executed" / "fig1_finetune_knn.html").read_text()
     assert "<table" in fig1 and "unavailable" in fig1
-    assert "smoke" in (html / "index.html").read_text()
+    assert "_executed/intro.html" in (html / "index.html").read_text()  # the root page redirects to the intro
+    assert "This build: profile 'smoke'" in (html / "_executed" / "intro.html").read_text()
