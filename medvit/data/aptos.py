@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, DatasetInfo, ImageDataset, require_dir, require_file
+from .base import DatasetInfo, ImageDataset, require_dir, require_file
 from .csv_folder import csv_folder_dataset
-from .registry import data_root, register_dataset
+from .registry import register_dataset, require_root
 
 APTOS2019 = DatasetInfo(
     name="aptos2019",
@@ -39,9 +39,7 @@ HOW_TO_GET = ("Download the Kaggle competition 'aptos2019-blindness-detection' "
 @register_dataset("aptos2019", "APTOS 2019 fundus, DR grade (5 classes, quadratic kappa); Kaggle train.csv + "
                   "train_images/, authors' split 0.3", subdir="aptos2019")
 def load_aptos2019(split: str, root=None) -> ImageDataset:
-    folder = data_root("aptos2019", root)
-    if folder is None:
-        raise DataError(f"aptos2019: no data root given. {HOW_TO_GET}")
+    folder = require_root("aptos2019", root, HOW_TO_GET)
     csv = require_file(Path(folder) / "train.csv", "aptos2019 labels", HOW_TO_GET)
     require_dir(Path(folder) / "train_images", "aptos2019 images", HOW_TO_GET)
     return csv_folder_dataset(APTOS2019, split, csv, Path(folder) / "train_images", "id_code", "diagnosis",

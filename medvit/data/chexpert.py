@@ -27,7 +27,7 @@ import pandas as pd
 
 from .base import DataError, DatasetInfo, ImageDataset
 from .csv_folder import read_csv
-from .registry import data_root, register_dataset
+from .registry import register_dataset, require_root
 
 FINDINGS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
             "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
@@ -90,9 +90,7 @@ def chexpert_folder(root: Path) -> Path:
 @register_dataset("chexpert", "CheXpert-v1.0-small, 14 findings multi-label (mean ROC-AUC); authors' Path-sorted "
                   "split", subdir="chexpert")
 def load_chexpert(split: str, root=None) -> ImageDataset:
-    folder = data_root("chexpert", root)
-    if folder is None:
-        raise DataError(f"chexpert: no data root given. {HOW_TO_GET}")
+    folder = require_root("chexpert", root, HOW_TO_GET)
     folder = chexpert_folder(Path(folder))
     df = read_csv(folder / "train.csv", ["Path", *FINDINGS])
     labels = chexpert_labels(df)

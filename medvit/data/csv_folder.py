@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError, DatasetInfo, ImageDataset, require_columns, require_dir, require_file
-from .registry import data_root, register_dataset
+from .registry import register_dataset, require_root
 from .split import authors_split
 
 
@@ -77,11 +77,9 @@ ISIC_UDA1 = DatasetInfo(
 
 @register_dataset("isic_uda1", "ISIC Archive UDA-1 dermoscopy, benign vs malignant (CSV + image folder)")
 def load_isic_uda1(split: str, root=None) -> ImageDataset:
-    folder = data_root("isic_uda1", root)
     how = ("Expected metadata.csv (image, diagnosis, benign_malignant) and images/<image>.jpg; "
            "pass root= or set $MEDVIT_DATA_ROOT to the folder that holds isic_uda1/.")
-    if folder is None:
-        raise DataError(f"isic_uda1: no data root given. {how}")
+    folder = require_root("isic_uda1", root, how)
     csv = require_file(Path(folder) / "metadata.csv", "isic_uda1 metadata", how)
     return csv_folder_dataset(ISIC_UDA1, split, csv, Path(folder) / "images", "image", "benign_malignant",
                               classes=("benign", "malignant"), ext=".jpg", val_size=0.3)

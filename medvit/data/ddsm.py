@@ -33,7 +33,7 @@ import pandas as pd
 
 from .base import DataError, DatasetInfo, ImageDataset, require_dir, require_file
 from .csv_folder import read_csv
-from .registry import data_root, register_dataset
+from .registry import register_dataset, require_root
 from .split import authors_split
 
 DDSM_MEAN, DDSM_STD = (0.286,), (0.267,)
@@ -65,9 +65,7 @@ def ddsm_label(file_name: str, source: str) -> int:
 @register_dataset("ddsm", "DDSM as the authors coded it: DeepMiner JPGs, normal vs abnormal (ROC-AUC), fixed lists",
                   subdir="ddsm")
 def load_ddsm(split: str, root=None) -> ImageDataset:
-    folder = data_root("ddsm", root)
-    if folder is None:
-        raise DataError(f"ddsm: no data root given. {DDSM_HOW}")
+    folder = require_root("ddsm", root, DDSM_HOW)
     folder = Path(folder)
     listing = require_file(folder / "ddsm_raw_image_lists" / LIST_FILES[split], f"ddsm {split} list", DDSM_HOW)
     images = require_dir(folder / "ddsm_raw", "ddsm images", DDSM_HOW)
@@ -124,9 +122,7 @@ def patient_val_split(patients: pd.Series, val_size: float) -> np.ndarray:
                   "CSVs + PNG mammograms", subdir="cbis_ddsm")
 def load_cbis_ddsm(split: str, root=None, abnormality: str = "both", val_size: float = 0.1,
                    image_ext: str = ".png") -> ImageDataset:
-    folder = data_root("cbis_ddsm", root)
-    if folder is None:
-        raise DataError(f"cbis_ddsm: no data root given. {CBIS_HOW}")
+    folder = require_root("cbis_ddsm", root, CBIS_HOW)
     kinds = ABNORMALITIES if abnormality == "both" else (abnormality,)
     if any(k not in ABNORMALITIES for k in kinds):
         raise DataError(f"cbis_ddsm: abnormality {abnormality!r} is not one of {(*ABNORMALITIES, 'both')}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from .base import DataError, DatasetInfo, ImageDataset, require_file
 from .csv_folder import ISIC_MEAN, ISIC_STD, read_csv
-from .registry import data_root, register_dataset
+from .registry import register_dataset, require_root
 from .split import authors_split
 
 CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
@@ -70,9 +70,7 @@ def image_folder(root: Path) -> Path:
 @register_dataset("isic2019", "ISIC 2019 dermoscopy, 8 classes (macro recall); ground-truth CSV + image folder, "
                   "authors' split 0.2", subdir="isic2019")
 def load_isic2019(split: str, root=None) -> ImageDataset:
-    folder = data_root("isic2019", root)
-    if folder is None:
-        raise DataError(f"isic2019: no data root given. {HOW_TO_GET}")
+    folder = require_root("isic2019", root, HOW_TO_GET)
     folder = Path(folder)
     csv = require_file(folder / GROUND_TRUTH, "isic2019 ground truth", HOW_TO_GET)
     df = read_csv(csv, ["image", *CLASSES])

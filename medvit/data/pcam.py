@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from .base import DataError, DatasetInfo, ImageDataset, require_file
-from .registry import data_root, register_dataset
+from .registry import register_dataset, require_root
 
 FILE_SPLITS = {"train": "train", "val": "valid", "test": "test"}
 PREFIX = "camelyonpatch_level_2_split_"
@@ -89,9 +89,7 @@ def read_h5_labels(path: Path) -> np.ndarray:
 @register_dataset("pcam", "PatchCamelyon histology patches, 2 classes (softmax ROC-AUC); official h5 splits, "
                   "read lazily", subdir="pcam")
 def load_pcam(split: str, root=None) -> ImageDataset:
-    folder = data_root("pcam", root)
-    if folder is None:
-        raise DataError(f"pcam: no data root given. {HOW_TO_GET}")
+    folder = require_root("pcam", root, HOW_TO_GET)
     stem = Path(folder) / f"{PREFIX}{FILE_SPLITS[split]}"
     x = require_file(f"{stem}_x.h5", f"pcam {split} images", HOW_TO_GET)
     y = require_file(f"{stem}_y.h5", f"pcam {split} labels", HOW_TO_GET)

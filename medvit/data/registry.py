@@ -80,3 +80,11 @@ def data_root(subdir: str, root: str | os.PathLike | None = None) -> Path | None
         return Path(root).expanduser()
     env = os.environ.get(DATA_ROOT_ENV)
     return Path(env).expanduser() / subdir if env else None
+
+
+def require_root(subdir: str, root: str | os.PathLike | None, how_to_get: str) -> Path:
+    """``data_root(subdir, root)``, or a DataError saying no root was given and how to get the data."""
+    folder = data_root(subdir, root)
+    if folder is None:
+        raise DataError(f"{subdir}: no data root given (pass root= or set ${DATA_ROOT_ENV}). {how_to_get}")
+    return folder

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .base import DataError, DatasetInfo, decode_image, require_dir
 from .csv_folder import ISIC_MEAN, ISIC_STD
-from .registry import data_root, register_dataset
+from .registry import register_dataset, require_root
 from .split import authors_split
 from .synthetic import SPLIT_SEEDS, SHAPES, make_shapes
 from .transforms import CROP_SCALE, JITTER, JITTER_P, resize_size
@@ -228,11 +228,7 @@ def image_mask_folder(info: DatasetInfo, split: str, image_dir: str | os.PathLik
 
 
 def _folder(name: str, root, how: str) -> Path:
-    folder = data_root(name, root)
-    if folder is None:
-        raise DataError(f"{name}: no data root given; pass root= or set $MEDVIT_DATA_ROOT to the folder that "
-                        f"holds {name}/. {how}")
-    return require_dir(folder, f"{name} dataset", how)
+    return require_dir(require_root(name, root, how), f"{name} dataset", how)
 
 
 PH2 = segmentation_info("ph2", 3, PH2_MEAN, PH2_STD,
