@@ -6,9 +6,10 @@ import timm
 import torch
 from PIL import Image
 
-from medvit import DataError, WeightsUnavailableError, create_dataset, create_model, load_params, run_experiment
+from medvit import (DataError, ModelError, WeightsUnavailableError, create_dataset, create_model, load_params,
+                    run_experiment)
 from medvit.data.segmentation import create_segmentation_transform, resized, segmentation_info
-from medvit.models.segmentation import create_segmentation_model, dilate_resnet
+from medvit.models.segmentation import create_segmentation_model
 from medvit.plots.fig2 import fig2_table, fig2_figure
 from medvit.segment import (dice_iou_per_image, evaluate_segmentation, segmentation_deviations, segmentation_examples,
                             segmentation_metrics, trivial_baselines)
@@ -42,14 +43,12 @@ def test_paper_backbones_resnet50_is_dilated_to_stride_8_and_deit_small_uses_the
         assert resnet(x).shape == deit(x).shape == (1, 1, 64, 64)
 
 
-def test_dilating_a_resnet_keeps_the_registry_weights():
-    torch.manual_seed(0)
-    backbone = create_model("resnet18", "random", num_outputs=0, in_chans=1)
-    before = {k: v.clone() for k, v in backbone.net.state_dict().items()}
-    after = dilate_resnet(backbone).net.state_dict()
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert backbone.feature_map(torch.zeros(1, 1, 64, 64)).shape[-2:] == (8, 8)
+def test_resnet_backbone_is_dilated_to_output_stride_8_and_vits_refuse_a_stride():
+    model = create_segmentation_model("resnet18", "random", in_chans=1, img_size=64)
+    assert model.backbone.patch_size == 8
+    assert model.backbone.feature_map(torch.zeros(1, 1, 64, 64)).shape[-2:] == (8, 8)
+    with pytest.raises(ModelError, match="output_stride"):
+        create_model("deit_tiny", "random", output_stride=8)
 
 
 def test_pretrained_backbone_weights_come_from_the_registry_loader(tmp_path):

@@ -101,8 +101,8 @@ class Backbone(nn.Module):
 
     @property
     def patch_size(self) -> int:
-        """Pixels per feature-map cell: the ViT patch, or the ResNet's output stride (32)."""
-        return self.net.patch_embed.patch_size[0] if self.has_attention else 32
+        """Pixels per feature-map cell: the ViT patch, or the ResNet's output stride (32, or 8 dilated)."""
+        return self.net.patch_embed.patch_size[0] if self.has_attention else self.net.feature_info[-1]["reduction"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -265,13 +265,15 @@ def _to_one_channel(net: nn.Module, family: str) -> None:
 
 
 def create_model(name: str, init: str = "random", num_outputs: int = 0, in_chans: int = 3,
-                 img_size: int = 224, weights_file: str | os.PathLike | None = None) -> Backbone:
+                 img_size: int = 224, weights_file: str | os.PathLike | None = None,
+                 output_stride: int | None = None) -> Backbone:
     """A paper backbone with ``init`` weights and a fresh ``Linear(feat_dim, num_outputs)`` head.
 
     ``num_outputs=0`` gives no head (features only, for k-NN). ``img_size`` sets a ViT's patch grid
     (pretrained position embeddings are interpolated by timm). Pretrained weights come from timm's
     hub loading, or ``weights_file`` / ``$MEDVIT_WEIGHTS_DIR`` for a local copy; when they cannot be
     had, :class:`WeightsUnavailableError` says which and how to provide them (never a random fallback).
+    ``output_stride`` (8 or 16, ResNets only) replaces the last stages' strides by dilations (DeepLabV3).
     """
     spec = get_spec(name)
     tag = spec.weights_for(init)
@@ -280,6 +282,10 @@ def create_model(name: str, init: str = "random", num_outputs: int = 0, in_chans
     kw = dict(num_classes=num_outputs)
     if spec.family == "vit":
         kw["img_size"] = img_size
+    if output_stride is not None:
+        if spec.family != "resnet" or output_stride not in (8, 16):
+            raise ModelError(f"output_stride={output_stride!r}: only ResNets take one, and it must be 8 or 16")
+        kw["output_stride"] = output_stride
     if tag is None:
         if weights_file is not None:
             raise ModelError(f"weights_file={weights_file!r} was given with init='random'; name the init it holds")

@@ -17,32 +17,14 @@ from __future__ import annotations
 
 import os
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from .backbones import Backbone, ModelError, create_model, get_spec
+from .backbones import Backbone, create_model, get_spec
 
 RESNET_OUTPUT_STRIDE = 8  # torchvision's deeplabv3_resnet50: layer3 dilation 2, layer4 dilation 4
-
-
-def dilate_resnet(backbone: Backbone, output_stride: int = RESNET_OUTPUT_STRIDE) -> Backbone:
-    """``backbone`` with its timm ResNet rebuilt at ``output_stride`` (8 or 16) holding the same weights.
-
-    The weights are the registry's (whatever init it loaded); this only replaces strides by dilations.
-    """
-    if backbone.has_attention:
-        raise ModelError(f"{backbone.name} is a ViT; only ResNets are dilated")
-    if output_stride not in (8, 16):
-        raise ModelError(f"output_stride must be 8 or 16, got {output_stride}")
-    old = backbone.net
-    dilated = timm.create_model(get_spec(backbone.name).arch, pretrained=False, num_classes=0,
-                                in_chans=old.conv1.in_channels, output_stride=output_stride)
-    dilated.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith("fc.")})
-    backbone.net = dilated
-    return backbone
 
 
 class DeepLabV3(nn.Module):
@@ -72,8 +54,7 @@ def create_segmentation_model(name: str, init: str = "random", in_chans: int = 3
     ``img_size`` sets a ViT's patch grid; ``num_classes=1`` gives one foreground logit (BCE loss).
     Pretrained weights that cannot be had raise ``WeightsUnavailableError`` (never a random fallback).
     """
+    stride = RESNET_OUTPUT_STRIDE if get_spec(name).family == "resnet" else None
     backbone = create_model(name, init, num_outputs=0, in_chans=in_chans, img_size=img_size,
-                            weights_file=weights_file)
-    if not backbone.has_attention:
-        backbone = dilate_resnet(backbone, RESNET_OUTPUT_STRIDE)
+                            weights_file=weights_file, output_stride=stride)
     return DeepLabV3(backbone, num_classes)
