@@ -38,7 +38,9 @@ def compute_metrics(task: str, labels, scores) -> dict[str, float]:
             "quadratic_kappa": float(skm.cohen_kappa_score(y, pred, weights="quadratic")),
             "macro_recall": float(skm.balanced_accuracy_score(y, pred)),
             "accuracy": float(skm.accuracy_score(y, pred)),
-            "roc_auc": _auc_or_nan(y, probs, multi_class="ovr", labels=np.arange(s.shape[1])),
+            # two classes (PCam): scikit-learn takes the positive class's probability, not an (N, 2) array
+            "roc_auc": (_auc_or_nan(y, probs[:, 1]) if s.shape[1] == 2
+                        else _auc_or_nan(y, probs, multi_class="ovr", labels=np.arange(s.shape[1]))),
         }
     if task == "binary":
         y = y.reshape(-1).astype(np.int64)

@@ -87,3 +87,13 @@ def test_scores_from_logits_softmax_for_multiclass_sigmoid_otherwise():
     probs = scores_from_logits("multiclass", logits).numpy()
     np.testing.assert_allclose(probs, np.exp(logits) / np.exp(logits).sum(1, keepdims=True), rtol=1e-6)
     np.testing.assert_allclose(scores_from_logits("binary", logits).numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-6)
+
+
+def test_two_class_multiclass_roc_auc_is_the_positive_class_auc():
+    """PCam is scored as 2-class softmax ROC-AUC (paper-spec §2): it must not come out NaN."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    logits = rng.normal(size=(200, 2)) + np.eye(2)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    got = compute_metrics("multiclass", y, probs)["roc_auc"]
+    assert got == pytest.approx(skm.roc_auc_score(y, probs[:, 1]))
