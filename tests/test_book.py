@@ -83,3 +83,14 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path
     assert "<table" in fig1 and "unavailable" in fig1
     assert "_executed/intro.html" in (html / "index.html").read_text()  # the root page redirects to the intro
     assert "This build: profile 'smoke'" in (html / "_executed" / "intro.html").read_text()
+
+
+def test_rows_made_with_other_parameters_are_reported_not_mixed_silently(tmp_path, capsys):
+    small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], epochs=1)
+    params = medvit.load_params("smoke", **small)
+    medvit.run_experiment(params, "fig1", progress=False)
+    changed = medvit.load_params("smoke", knn_k=7, **small)
+    capsys.readouterr()
+    medvit.run_experiment(changed, "fig1", progress=False)
+    out = capsys.readouterr().out
+    assert "0 run now" in out and "2 of these rows were made with other parameters" in out
