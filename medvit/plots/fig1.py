@@ -71,6 +71,7 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
                     if len(p):
                         ax.plot(pos, p["median"].iloc[0], "kD", ms=4, label="paper" if (x, k) == (0, 0) else None)
             ax.set_xticks(range(len(inits)), [INIT_NAMES.get(n, n) for n in inits])
+            ax.set_xlim(-0.5, len(inits) - 0.5)  # every init's slot, drawn or not
             ax.set_title(f"{ds} — {EVALUATION_NAMES.get(ev, ev)}", fontsize=10)
             ax.set_ylabel(metric.replace("_", " "))
             ax.set_ylim(min(0, ax.get_ylim()[0]), 1.0)
