@@ -228,9 +228,11 @@ def run_experiment(params: Params, figure: str, force: bool = False, progress: b
     counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
     print(f"{figure}: {len(runs)} runs planned; {len(todo)} run now, {len(runs) - len(todo)} taken from "
           f"{store.root}; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed")))
-    stale = rows[rows["params_hash"] != params.hash] if not rows.empty else rows
-    if len(stale):  # a done run is not redone when the profile changes: say so, never mix silently
-        print(f"WARNING: {len(stale)} of these rows were made with other parameters "
-              f"({', '.join(sorted(set(stale['params_hash'])))}, now {params.hash}); "
-              f"rerun with force=True (medvit reproduce --force) to redo them with the current ones")
+    current = params.run_settings()
+    stale = [h for p, h in zip(rows.get("params", []), rows.get("params_hash", []))
+             if {k: p.get(k) for k in current} != current]
+    if stale:  # a done run is not redone when the profile changes: say so, never mix silently
+        print(f"WARNING: {len(stale)} of these rows were made with other run settings (parameters "
+              f"{', '.join(sorted(set(stale)))}, now {params.hash}); rerun with force=True "
+              f"(medvit reproduce --force) to redo them with the current ones")
     return rows

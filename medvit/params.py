@@ -79,11 +79,21 @@ class Params:
         d = {k: v for k, v in self.to_dict().items() if k != "description"}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
+    def run_settings(self) -> dict:
+        """The values that change a run's result (not which runs a figure asks for, nor where rows go)."""
+        d = self.to_dict()
+        return {k: d[k] for k in RUN_SETTINGS}
+
     def seed_for(self, repetition: int) -> int:
         return self.seed + repetition
 
     def options_for(self, dataset: str) -> dict:
         return dict(self.dataset_options.get(dataset, {}))
+
+
+RUN_SETTINGS = ("seed", "dataset_options", "img_size", "train_subset", "epochs", "batch_size", "lr", "weight_decay",
+                "warmup_iters", "warmup_max_fraction", "min_lr", "grad_clip", "knn_k", "knn_temperature",
+                "seg_img_size", "seg_epochs", "seg_batch_size", "attention_images")
 
 
 def _plain(v):

@@ -93,4 +93,6 @@ def test_rows_made_with_other_parameters_are_reported_not_mixed_silently(tmp_pat
     capsys.readouterr()
     medvit.run_experiment(changed, "fig1", progress=False)
     out = capsys.readouterr().out
-    assert "0 run now" in out and "2 of these rows were made with other parameters" in out
+    assert "0 run now" in out and "2 of these rows were made with other run settings" in out
+    medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1", progress=False)
+    assert "WARNING" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
