@@ -39,13 +39,20 @@ def available_notebooks() -> dict[str, Path]:
     return {k: SOURCES / f"{v}.ipynb" for k, v in NOTEBOOKS.items() if (SOURCES / f"{v}.ipynb").is_file()}
 
 
-def _collapse_parameter_cells(path: Path) -> None:
-    """Tag papermill's parameter cells ``hide-cell``: the book shows them collapsed."""
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _prepare_for_book(path: Path) -> None:
+    """Tag papermill's parameter cells ``hide-cell`` (the book shows them collapsed), and drop widget views
+    (tqdm's notebook bars): papermill saves no widget state, so they cannot render, and inside a figure
+    cell they would become a second, empty figure."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         if ("parameters" in tags or "injected-parameters" in tags) and "hide-cell" not in tags:
             cell["metadata"]["tags"] = [*tags, "hide-cell"]
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if WIDGET_VIEW not in o.get("data", {})]
     path.write_text(json.dumps(nb, indent=1))
 
 
@@ -66,7 +73,7 @@ def execute_notebook(key: str, profile: str, results_dir: str | Path, force: boo
     except pm.PapermillExecutionError as err:
         raise NotebookFailed(f"{sources[key].name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
                              f"the executed notebook with the traceback is saved at {out}") from None
-    _collapse_parameter_cells(out)
+    _prepare_for_book(out)
     return out
 
 

@@ -96,3 +96,17 @@ def test_rows_made_with_other_parameters_are_reported_not_mixed_silently(tmp_pat
     assert "0 run now" in out and "2 of these rows were made with other run settings" in out
     medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1", progress=False)
     assert "WARNING" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
+
+
+def test_executed_notebooks_get_collapsed_parameters_and_no_unrenderable_widget_views(tmp_path):
+    widget = {"output_type": "display_data", "metadata": {},
+              "data": {runner.WIDGET_VIEW: {"model_id": "x"}, "text/plain": "HBox()"}}
+    image = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR", "text/plain": "<Figure>"}}
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "", "outputs": []},
+                    {"cell_type": "code", "metadata": {}, "source": "", "outputs": [widget, image]}]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    runner._prepare_for_book(path)
+    cells = json.loads(path.read_text())["cells"]
+    assert "hide-cell" in cells[0]["metadata"]["tags"]
+    assert cells[1]["outputs"] == [image]
