@@ -24,7 +24,7 @@ def fig3_figure(rows: pd.DataFrame):
     """One panel per dataset: median test metric ± std against parameters (log x), a line per family and init."""
     ok = rows[rows["status"] == "ok"]
     datasets = list(dict.fromkeys(rows["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), squeeze=False, figsize=(4.6 * len(datasets) + 1.5, 3.4))
+    fig, axes = plt.subplots(1, len(datasets), squeeze=False, figsize=(max(5.5 * len(datasets), 7), 4.2))
     families = {"resnet": "ResNet", "vit": "DeiT"}
     colours = dict(zip(families, sns.color_palette("colorblind", 2)))
     styles = {"imagenet": "-", "random": "--", "dino": ":"}
@@ -38,11 +38,6 @@ def fig3_figure(rows: pd.DataFrame):
                         label=f"{families[family]}, {INIT_NAMES.get(init, init)}")
             for m, r in agg.iterrows():
                 ax.annotate(m, (r["n"] / 1e6, r["median"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        here = rows[rows["dataset"] == ds]
-        missing = sorted({f"{m}/{i}" for m, i, s in zip(here["model"], here["init"], here["status"]) if s != "ok"})
-        if missing:
-            ax.text(0.02, 0.02, "unavailable: " + ", ".join(missing), transform=ax.transAxes, fontsize=6,
-                    color="0.4", wrap=True)
         metric = next((m for m in rows.loc[rows["dataset"] == ds, "metric"] if m), "")
         ax.set_xscale("log")
         ax.set_xlabel("parameters (millions)")
@@ -52,7 +47,7 @@ def fig3_figure(rows: pd.DataFrame):
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    if handles:
-        fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    if handles:  # below the panels; settings that did not run are listed in the page's table
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
