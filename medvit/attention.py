@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data import create_dataset, create_transform
-from .experiments import Run, load_finetuned, register_experiment, register_figure
+from .data import create_transform
+from .experiments import Run, load_finetuned, profile_dataset, register_experiment, register_figure
 from .models import create_model, model_inits
 from .models.backbones import get_spec
 from .params import Params
@@ -88,7 +88,7 @@ def collect_attention_distance(model, dataset, num_images: int, batch_size: int 
 
 
 def _test_images(params: Params, dataset: str):
-    test = create_dataset(dataset, "test", data_root=params.data_root, **params.options_for(dataset))
+    test = profile_dataset(params, dataset, "test")
     return test.with_transform(create_transform(test.info, params.img_size, train=False))
 
 

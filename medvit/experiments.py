@@ -53,12 +53,16 @@ def resolve_device(params: Params) -> torch.device:
     return torch.device(params.device)
 
 
+def profile_dataset(params: Params, dataset: str, split: str):
+    """One split of ``dataset`` with the profile's data root and dataset options (uncached, full split)."""
+    return create_dataset(dataset, split, data_root=params.data_root, **params.options_for(dataset))
+
+
 def load_splits(params: Params, dataset: str) -> dict:
     """train / val / test of ``dataset`` with the profile's data root and dataset options. File-backed
     images are read through the resized uint8 cache (``medvit.data.cache``: decoded once, then memory
     speed); in-memory arrays (MedMNIST, synthetic) pass through unchanged."""
-    splits = {s: cached(create_dataset(dataset, s, data_root=params.data_root, **params.options_for(dataset)),
-                        size=resize_size(params.img_size))
+    splits = {s: cached(profile_dataset(params, dataset, s), size=resize_size(params.img_size))
               for s in ("train", "val", "test")}
     train = splits["train"]
     if 0 < params.train_subset < len(train):  # the same images for every repetition and model
@@ -114,7 +118,7 @@ def load_checkpoint(params: Params, run: Run, build: Callable, device="cpu"):
         raise CheckpointMissing(f"no checkpoint for {run.run_id} at {path}: run its {run.experiment} first "
                                 f"(checkpoints are kept for the first {params.checkpoint_repetitions} repetitions)")
     saved = torch.load(path, map_location=device, weights_only=True)
-    info = create_dataset(run.dataset, "test", data_root=params.data_root, **params.options_for(run.dataset)).info
+    info = profile_dataset(params, run.dataset, "test").info
     model = build(info, saved["params"])
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import create_dataset, create_transform
-from .experiments import Run, checkpoint_path, load_finetuned
+from .data import create_transform
+from .experiments import Run, checkpoint_path, load_finetuned, profile_dataset
 from .models import ModelError, WeightsUnavailableError, create_model, model_inits
 from .params import Params
 
@@ -168,7 +168,7 @@ def saliency_model(params: Params, dataset: str, name: str, init: str, device="c
         return SaliencyModel(dataset, name, init, None, reason=f"{missing}; an untrained random-init backbone "
                                                                 f"is not shown")
     try:
-        info = create_dataset(dataset, "test", data_root=params.data_root, **params.options_for(dataset)).info
+        info = profile_dataset(params, dataset, "test").info
         model = create_model(name, init, num_outputs=0, in_chans=info.channels, img_size=params.img_size)
     except (WeightsUnavailableError, ModelError) as err:
         return SaliencyModel(dataset, name, init, None, reason=f"{missing}, and the pretrained backbone: {err}")
@@ -179,7 +179,7 @@ def saliency_model(params: Params, dataset: str, name: str, init: str, device="c
 def load_test_images(params: Params, dataset: str, indices) -> tuple[torch.Tensor, np.ndarray]:
     """Test images ``indices`` of ``dataset`` through the eval transform: (normalised batch, display images
     (N, H, W, C) in [0, 1], the same pixels un-normalised)."""
-    test = create_dataset(dataset, "test", data_root=params.data_root, **params.options_for(dataset))
+    test = profile_dataset(params, dataset, "test")
     bad = [i for i in indices if not 0 <= i < len(test)]
     if bad:
         raise IndexError(f"{dataset} test split has {len(test)} images; indices {bad} are out of range")
@@ -221,7 +221,7 @@ def saliency_grid(params: Params, models=None, inits=None, datasets=None, num_im
         raise ValueError(f"profile {params.profile!r} names no saliency_datasets for Fig 4")
     indices, images, batches = {}, {}, {}
     for d in datasets:
-        size = len(create_dataset(d, "test", data_root=params.data_root, **params.options_for(d)))
+        size = len(profile_dataset(params, d, "test"))
         indices[d] = list(range(min(n, size)))
         batches[d], images[d] = load_test_images(params, d, indices[d])
     rows = [(m, i) for i in inits for m in models if i in model_inits(m)]

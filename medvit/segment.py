@@ -26,11 +26,10 @@ from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
-from .data import create_dataset
 from .data.segmentation import SegmentationDataset, create_segmentation_transform, resized
 from .data.transforms import resize_size
-from .experiments import (Run, finetune_config, grid, load_checkpoint, register_experiment, register_figure,
-                          resolve_device, save_checkpoint)
+from .experiments import (Run, finetune_config, grid, load_checkpoint, profile_dataset, register_experiment,
+                          register_figure, resolve_device, save_checkpoint)
 from .models.segmentation import create_segmentation_model
 from .paper import budget_deviations
 from .params import Params
@@ -206,7 +205,7 @@ def segmentation_config(params: Params) -> FinetuneConfig:
 def load_segmentation_split(params: Params, dataset: str, split: str) -> SegmentationDataset:
     """One split of a segmentation dataset (profile's data root and options), resized once to the pipeline's
     pre-crop size for ``params.seg_img_size``. ``params.train_subset`` (a classification budget) is not applied."""
-    raw = create_dataset(dataset, split, data_root=params.data_root, **params.options_for(dataset))
+    raw = profile_dataset(params, dataset, split)
     if not isinstance(raw, SegmentationDataset):
         raise ValueError(f"dataset {dataset!r} is a {type(raw).__name__}, not a segmentation dataset "
                          f"(a SegmentationDataset of images + masks)")
