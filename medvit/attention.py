@@ -93,7 +93,7 @@ def _test_images(params: Params, dataset: str):
 
 
 def _distance_row(model, test, params: Params, device, source: str) -> dict:
-    d = collect_attention_distance(model, test, params.attention_images, params.batch_size, device)
+    d = collect_attention_distance(model, test, params.attention_images, params.train.batch_size, device)
     grid = model.grid_size((params.img_size, params.img_size))
     return {"metric": "mean_attention_distance_px", "value": float(d.mean()), "metrics": {},
             "distances": d.tolist(), "source": source, "n_images": min(params.attention_images, len(test)),

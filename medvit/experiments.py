@@ -73,9 +73,10 @@ def load_splits(params: Params, dataset: str) -> dict:
 
 def finetune_config(params: Params) -> FinetuneConfig:
     return FinetuneConfig(
-        epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay,
-        warmup_iters=params.warmup_iters, warmup_max_fraction=params.warmup_max_fraction, min_lr=params.min_lr,
-        grad_clip=params.grad_clip, img_size=params.img_size, num_workers=params.num_workers,
+        epochs=params.train.epochs, batch_size=params.train.batch_size, lr=params.train.lr,
+        weight_decay=params.train.weight_decay, warmup_iters=params.train.warmup_iters,
+        warmup_max_fraction=params.train.warmup_max_fraction, min_lr=params.train.min_lr,
+        grad_clip=params.train.grad_clip, img_size=params.img_size, num_workers=params.num_workers,
         compile=params.compile)
 
 
@@ -90,7 +91,7 @@ def _finetune(run: Run, params: Params, device) -> dict:
     if run.repetition < params.checkpoint_repetitions:
         save_checkpoint(model, run, params)
     return {"metric": info.target_metric, "value": res.test_metrics[info.target_metric],
-            "metrics": res.test_metrics, "split": "test", "epochs": params.epochs, "best_epoch": res.best_epoch,
+            "metrics": res.test_metrics, "split": "test", "epochs": params.train.epochs, "best_epoch": res.best_epoch,
             "best_val": res.best_val, "iterations": res.iterations, "warmup_iters": res.warmup_iters,
             "n_params": sum(p.numel() for p in model.parameters()), "train_loss": res.train_loss}
 
@@ -232,7 +233,8 @@ def run_experiment(params: Params, figure: str, force: bool = False, progress: b
     counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
     print(f"{figure}: {len(runs)} runs planned; {len(todo)} run now, {len(runs) - len(todo)} taken from "
           f"{store.root}; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed")))
-    current = params.run_settings()
+    current = params.settings(("seed", "dataset_options", "img_size", "train_subset", "train", "knn_k",
+                               "knn_temperature", "seg_img_size", "seg_train", "attention_images"))
     stale = [h for p, h in zip(rows.get("params", []), rows.get("params_hash", []))
              if {k: p.get(k) for k in current} != current]
     if stale:  # a done run is not redone when the profile changes: say so, never mix silently

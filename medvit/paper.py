@@ -53,11 +53,11 @@ def deviations(params) -> list[str]:
         out.append(f"input {params.img_size} px instead of 224 px (ViT patch grid {params.img_size // 16}×"
                    f"{params.img_size // 16} instead of 14×14).")
     out += budget_deviations(params)
-    if params.batch_size != 64:
-        out.append(f"batch size {params.batch_size} instead of 64.")
+    if params.train.batch_size != 64:
+        out.append(f"batch size {params.train.batch_size} instead of 64.")
     if (params.knn_k, params.knn_temperature) != (200, 0.1):
         out.append(f"k-NN with k={params.knn_k}, T={params.knn_temperature} instead of k=200, T=0.1.")
-    out.append(f"{params.epochs} fine-tuning epochs (the paper does not publish its epochs).")
+    out.append(f"{params.train.epochs} fine-tuning epochs (the paper does not publish its epochs).")
     return out
 
 
@@ -66,7 +66,7 @@ def budget_deviations(params) -> list[str]:
     out = []
     if params.repetitions != 5:
         out.append(f"{params.repetitions} repetition(s) per setting instead of 5.")
-    if params.warmup_max_fraction < 1.0:
-        out.append(f"warm-up capped at {params.warmup_max_fraction:.0%} of all iterations "
-                   f"(the paper: {params.warmup_iters} iterations).")
+    if params.train.warmup_max_fraction < 1.0:
+        out.append(f"warm-up capped at {params.train.warmup_max_fraction:.0%} of all iterations "
+                   f"(the paper: {params.train.warmup_iters} iterations).")
     return out

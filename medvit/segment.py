@@ -198,7 +198,10 @@ def train_segmentation(model, train: SegmentationDataset, val: SegmentationDatas
 # ---------------------------------------------------------------- the experiment (Fig 2)
 def segmentation_config(params: Params) -> FinetuneConfig:
     """The classification settings (lr, weight decay, warm-up, clipping) with the seg_* size, epochs, batch."""
-    return dataclasses.replace(finetune_config(params), epochs=params.seg_epochs, batch_size=params.seg_batch_size,
+    t = params.seg_train
+    return dataclasses.replace(finetune_config(params), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                               weight_decay=t.weight_decay, warmup_iters=t.warmup_iters,
+                               warmup_max_fraction=t.warmup_max_fraction, min_lr=t.min_lr, grad_clip=t.grad_clip,
                                img_size=params.seg_img_size)
 
 
@@ -223,7 +226,7 @@ def _segmentation(run: Run, params: Params, device) -> dict:
     if run.repetition < params.checkpoint_repetitions:
         save_checkpoint(model, run, params)
     return {"metric": "dice", "value": res.test_metrics["dice"], "metrics": res.test_metrics, "split": "test",
-            "epochs": params.seg_epochs, "img_size": params.seg_img_size, "best_epoch": res.best_epoch,
+            "epochs": params.seg_train.epochs, "img_size": params.seg_img_size, "best_epoch": res.best_epoch,
             "best_val": res.best_val, "val_history": res.val_history, "iterations": res.iterations,
             "warmup_iters": res.warmup_iters,
             "n_params": sum(p.numel() for p in model.parameters()), "train_loss": res.train_loss,
@@ -250,7 +253,7 @@ def segmentation_deviations(params: Params) -> list[str]:
                    f"{params.seg_img_size // 16} instead of 14×14; ResNet map {params.seg_img_size // 8}×"
                    f"{params.seg_img_size // 8} at output stride 8).")
     out += budget_deviations(params)
-    out.append(f"{params.seg_epochs} epochs at batch size {params.seg_batch_size} (the paper publishes neither for "
+    out.append(f"{params.seg_train.epochs} epochs at batch size {params.seg_train.batch_size} (the paper publishes neither for "
                f"segmentation); loss: BCE-with-logits on one foreground channel; no auxiliary head.")
     out.append("Dice and IoU are per image at the network's input resolution (the resized, centre-cropped "
                "ground truth), then averaged; an image with empty ground truth and empty prediction scores 1.")
