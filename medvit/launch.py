@@ -30,6 +30,8 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,8 +48,6 @@ LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's LocalExecutor kills a job after ti
 # Slurm job states (sacct) of a task that has not started, or waits to start again.
 SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING", "SUSPENDED",
                 "PREEMPTED", "UNKNOWN"}
-# States of a task that is queued or running: a relaunch reattaches to it instead of submitting its run again.
-SLURM_LIVE = (SLURM_QUEUED - {"UNKNOWN"}) | {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 # Seconds before the time limit at which Slurm sends the task submitit's signal (USR2; submitit's default).
 SIGNAL_DELAY_S = 90
 # Seconds a task shown as queued may be missing from squeue before it counts as cancelled before it started.
@@ -184,9 +184,12 @@ class LaunchReport:
 
 
 def _outcome(run: Run, job) -> JobOutcome:
-    """A finished job's outcome: the run's status from the job's result, or ``failed`` with its error."""
+    """A finished job's outcome: the run's status from the job's result, or ``failed`` with its error; with
+    the scheduler's state once final (a task's result is written while its process still runs)."""
     error = job.exception()
     state = _state(job)
+    if state.split(" ")[0] in SLURM_QUEUED | {"RUNNING", "COMPLETING"}:
+        state = ""
     if error is None:
         return JobOutcome(run, str(job.job_id), job.result()["status"], log=str(job.paths.stderr), state=state)
     return JobOutcome(run, str(job.job_id), "failed", error=str(error), log=str(job.paths.stderr), state=state)
@@ -206,8 +209,6 @@ class _Progress:
     Without the bar (``enabled=False``), event lines (submissions, failures) go to ``log``."""
 
     def __init__(self, total: int, desc: str, enabled: bool, every_s: float, log: Callable = print):
-        import sys
-
         self.enabled, self.log = enabled, log
         self.bar = tqdm(total=total, desc=desc, unit="run", disable=not enabled)
         self.every_s = every_s if sys.stderr.isatty() else max(every_s, 60.0)
@@ -352,8 +353,6 @@ def slurm_executor(params: Params, folder: str | os.PathLike | None = None, sign
     """A ``submitit.SlurmExecutor`` with one task per job and the profile's resources (``Params.slurm``);
     job folders ``<folder>/<job id>/`` (default ``<results_dir>/<profile>/jobs/``). A task is never requeued
     after its time limit (``max_num_timeout=0``: the same run would hit the same limit); preempted tasks are."""
-    import shutil
-
     submitit = _submitit()
     if not (shutil.which("srun") and shutil.which("sbatch")):
         raise FileNotFoundError("no `srun`/`sbatch` on PATH: --launcher slurm runs on a Slurm login node "
@@ -443,10 +442,6 @@ def _in_queue(job_ids: list[str]) -> set[str]:
     """The ids among ``job_ids`` (``<array id>_<task>``) that Slurm's queue (``squeue``) still holds: the
     second source for tasks that accounting does not know (not yet recorded, cancelled before they started,
     or a cluster without ``sacct``)."""
-    import subprocess
-
-    import shutil
-
     arrays = sorted({str(j).split("_")[0] for j in job_ids})
     found: set[str] = set()
     if not shutil.which("squeue"):
@@ -469,10 +464,9 @@ def _vanished(run: Run, job) -> JobOutcome:
 
 
 def _reattach(params: Params, runs: list[Run], folder: Path) -> dict[Run, object]:
-    """The runs among ``runs`` whose recorded task is still queued or running (sacct), as ``run -> SlurmJob``
-    read back from its job folder; records of tasks that ended are dropped (those runs are submitted again)."""
-    import submitit
-
+    """The runs among ``runs`` whose recorded task is still queued or running (``squeue``), as
+    ``run -> SlurmJob`` read back from its job folder; records of tasks that ended are dropped (those runs
+    are submitted again)."""
     records = {}
     for run in runs:
         path = _inflight_folder(params) / f"{run.run_id}.json"
@@ -483,13 +477,12 @@ def _reattach(params: Params, runs: list[Run], folder: Path) -> dict[Run, object
                 path.unlink()
     if not records:
         return {}
-    jobs = {run: submitit.SlurmJob(folder=folder, job_id=job_id) for run, job_id in records.items()}
-    submitit.SlurmJob.watcher.update()
-    queued = _in_queue(list(records.values()))
+    jobs = {run: _submitit().SlurmJob(folder=folder, job_id=job_id) for run, job_id in records.items()}
+    # the controller's queue decides: accounting may still list a task cancelled while pending as PENDING
+    in_queue = _in_queue(list(records.values()))
     live = {}
     for run, job in jobs.items():
-        state = _state(job).split(" ")[0]
-        if (state in SLURM_LIVE or str(job.job_id) in queued) and not job.paths.result_pickle.exists():
+        if str(job.job_id) in in_queue and not job.paths.result_pickle.exists():
             live[run] = job
         else:
             _forget_inflight(params, run, str(job.job_id))

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from medvit.experiments import Run
-from medvit.launch import SLURM_LIVE, grid_runs, launch, launch_params, sbatch_options
+from medvit.launch import SLURM_QUEUED, grid_runs, launch, launch_params, sbatch_options
 from medvit.results import ResultsStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -38,6 +38,7 @@ STATE = Path(os.environ.get("MEDVIT_SLURM_DIR", "/var/tmp/medvit-slurm"))
 CPU_TASK = {"partition": "debug", "gpus": 0, "cpus_per_task": 1, "mem_gb": 1, "time": "30"}
 TINY = {"synthetic_shapes": {"size": 32, "num_classes": 3, "n_train": 32, "n_val": 16, "n_test": 16}}
 FIG1_R18 = {"fig1_models": ["resnet18"], "fig1_inits": ["random"]}  # fig1's runs: finetune and knn
+SLURM_LIVE = (SLURM_QUEUED - {"UNKNOWN"}) | {"RUNNING", "COMPLETING"}  # sacct states of a task not yet ended
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +106,16 @@ def _rows(params) -> dict[str, list[dict]]:
     """run_id -> every row of the run (history), from the results store."""
     df = ResultsStore(Path(params.results_dir) / params.profile).rows(history=True)
     return {} if df.empty else {k: g.to_dict("records") for k, g in df.groupby("run_id")}
+
+
+def _tally(fault: str, params, runs: list[Run], not_to_redo: set[str]) -> str:
+    """One line for the record (shown with ``pytest -rP``): rows present, runs redone, runs lost."""
+    starts, rows = _starts(params), _rows(params)
+    redone = sum(len(starts.get(r, [])) > 1 for r in not_to_redo)
+    lost = sum(r.run_id not in rows for r in runs)
+    line = f"{fault}: {len(runs)} runs, rows present {sum(len(v) for v in rows.values())}, redone {redone}, lost {lost}"
+    print(line)
+    return line
 
 
 def _row_files(params) -> dict[str, int]:
@@ -196,13 +207,14 @@ def test_smoke_runs_train_as_one_job_array_and_a_second_launch_submits_nothing(s
     again = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False, log=_quiet)
     assert again.submitted == [] and again.reattached == [] and again.outcomes == []
     assert _row_files(params) == before
+    print(report.summary(), f"(wall {report.wall_time_s:.0f} s)\n{again.summary()}")
 
 
 # ---------------------------------------------------------------- faults
 def test_tasks_cancelled_mid_run_or_while_queued_leave_no_row_and_only_they_are_submitted_again(slurm, tmp_path):
-    params = launch_params("smoke", tmp_path, slurm=CPU_TASK, fig1_models=["resnet18"],
+    params = launch_params("smoke", tmp_path, slurm={**CPU_TASK, "array_parallelism": 2}, fig1_models=["resnet18"],
                            fig1_inits=["random", "imagenet"])
-    victim, other, queued, last = grid_runs(params, ["fig1"])  # 4 tasks; the node runs one per CPU
+    victim, other, queued, last = grid_runs(params, ["fig1"])  # 4 tasks, two at a time
     execute = functools.partial(sleepy_run, seconds={victim.run_id: 60, other.run_id: 5, last.run_id: 2})
     inflight = tmp_path / "smoke" / "jobs" / "inflight"
 
@@ -239,6 +251,8 @@ def test_tasks_cancelled_mid_run_or_while_queued_leave_no_row_and_only_they_are_
     assert {k: len(v) for k, v in rows.items()} == {r.run_id: 1 for r in (victim, other, queued, last)}  # lost 0
     assert {k: v for k, v in _row_files(params).items() if k in before} == before  # redone 0
     assert len(_starts(params)[other.run_id]) == len(_starts(params)[last.run_id]) == 1
+    print(report.summary())
+    _tally("scancel mid-run and while queued", params, [victim, other, queued, last], {other.run_id, last.run_id})
 
 
 def test_a_task_at_its_time_limit_fails_with_the_limit_named_and_is_submitted_again(slurm, tmp_path):
@@ -263,6 +277,8 @@ def test_a_task_at_its_time_limit_fails_with_the_limit_named_and_is_submitted_ag
     assert rerun.submitted == [slow] and [o.status for o in rerun.outcomes] == ["ok"]
     assert {k: len(v) for k, v in _rows(params).items()} == {slow.run_id: 1, quick.run_id: 1}
     assert len(_starts(params)[quick.run_id]) == 1
+    print(report.summary())
+    _tally("time limit", params, [slow, quick], {quick.run_id})
 
 
 def test_a_preempted_task_is_requeued_and_restarts_its_run_without_a_partial_row(slurm, tmp_path):
@@ -301,11 +317,12 @@ def test_a_preempted_task_is_requeued_and_restarts_its_run_without_a_partial_row
     assert {k: len(v) for k, v in rows.items()} == {first.run_id: 1, victim.run_id: 1}, "no partial row"
     assert all(v[0]["status"] == "ok" for v in rows.values())
     assert rows[first.run_id][0]["task"] == starts[first.run_id][0]
+    _tally("preemption", params, [first, victim], {first.run_id})
 
 
 def test_a_killed_launcher_is_rerun_reattaches_to_its_queued_tasks_and_resubmits_only_a_lost_one(slurm, tmp_path):
-    overrides = {"slurm": {**CPU_TASK, "array_parallelism": 1}, **FIG1_R18,
-                 "fig1_inits": ["random", "imagenet"]}  # 4 runs, one task at a time
+    overrides = {"slurm": {**CPU_TASK, "array_parallelism": 2}, **FIG1_R18,
+                 "fig1_inits": ["random", "imagenet"]}  # 4 runs, two tasks at a time: two wait in the queue
     params = launch_params("smoke", tmp_path, **overrides)
     runs = grid_runs(params, ["fig1"])
     script = tmp_path / "launcher.py"
@@ -338,3 +355,5 @@ def test_a_killed_launcher_is_rerun_reattaches_to_its_queued_tasks_and_resubmits
     assert {k: len(v) for k, v in _rows(params).items()} == {r.run_id: 1 for r in runs}  # present 4, lost 0
     assert {k: len(v) for k, v in _starts(params).items()} == {r.run_id: 1 for r in runs}  # redone 0
     assert list(inflight.glob("*.json")) == []
+    print(rerun.summary())
+    _tally("launcher killed", params, runs, {r.run_id for r in runs})
