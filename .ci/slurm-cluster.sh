@@ -250,7 +250,14 @@ down() {
     fi
   fi
   for d in slurmd slurmctld slurmdbd mariadbd munged; do stop_daemon "$d"; done
-  if [[ ${1:-} == --purge ]]; then rm -rf "$STATE"; say "down; removed $STATE"; else say "down (state kept in $STATE)"; fi
+  if [[ ${1:-} == --purge ]]; then
+    rm -rf "$STATE"
+    say "down; removed $STATE"
+  elif [[ -d $STATE ]]; then
+    say "down (state kept in $STATE)"
+  else
+    say "down (no state in $STATE)"
+  fi
 }
 
 status() {
