@@ -1,6 +1,6 @@
 """Run the paper's grid beyond one process: every missing run as its own job, on local GPUs or on Slurm.
 
-The grid is every figure's runs (``FIGURES``, the planners registered with ``register_figure``), each
+The grid is every figure's runs (``medvit.figures.FIGURES``, each figure's ``plan``), each
 run once even when several figures need it (Fig 1 and Fig 3 share fine-tuning runs). A run is an
 independent, idempotent job identified by its settings (experiment, dataset, model, init, repetition
 and the profile, whose results folder holds it): the job calls ``execute_run``, which appends one row
@@ -15,7 +15,7 @@ Both launchers go through submitit (``pip install "medvit[cluster]"``):
 - ``launch_slurm``: ``submitit.AutoExecutor`` on Slurm, one job array per wave (``executor.batch()``),
   with partition, time, GPUs, CPUs and memory per job from the command line.
 
-Runs that read another experiment's checkpoints (``experiments.NEEDS``) go in a second wave, after the runs
+Runs that read another experiment's checkpoints (``Experiment.needs``) go in a second wave, after the runs
 they read. Unavailable pretrained weights give ``unavailable`` rows, never failures; a job that raises
 (``failed`` row) or dies is a failure, reported with its log file and error.
 """
@@ -30,8 +30,8 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-import medvit  # noqa: F401  imports every module that registers experiments and figures
-from .experiments import FIGURES, NEEDS, Run, execute_run, plan, results_store
+from .experiments import EXPERIMENTS, FIGURES, execute_run, plan, results_store
+from .runs import Run
 from .params import Params, load_params
 
 # Experiments whose runs read the checkpoints of another experiment's runs (Fig 5's fine-tuned attention
@@ -82,7 +82,7 @@ def pending_runs(params: Params, figures: list[str] | None = None, force: bool =
 
 def waves(runs: list[Run]) -> list[list[Run]]:
     """``runs`` split so that runs of an experiment that ``NEEDS`` others come after the runs they read."""
-    later = [r for r in runs if set(NEEDS.get(r.experiment, ())) & {x.experiment for x in runs}]
+    later = [r for r in runs if set(EXPERIMENTS[r.experiment].needs) & {x.experiment for x in runs}]
     first = [r for r in runs if r not in later]
     return [w for w in (first, later) if w]
 

@@ -1,12 +1,16 @@
 """Experiment parameters: one frozen dataclass, loaded from ``params/<profile>.yaml`` by one function.
 
-Profiles hold plain values. ``load_params("quick", epochs=3)`` reads the profile, applies overrides
-(``None`` means "the profile's value", so a notebook's unset parameters never shadow the profile),
-and rejects unknown keys or wrongly typed values with a message naming the key and the file.
+Profiles hold plain values. ``load_params("quick", train={"epochs": 3})`` reads the profile, applies
+overrides (``None`` means "the profile's value", so a notebook's unset parameters never shadow the
+profile; a nested mapping overrides only the keys it names), and rejects unknown keys, wrongly typed
+values, values outside their range and unknown dataset / model / init names with a message naming the key,
+the value and the file. The training loop's settings are nested (``train``, ``seg_train``:
+:class:`medvit.config.TrainConfig`), as are a Slurm job's resources (``slurm``).
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -16,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .config import RANGES, SlurmConfig, TrainConfig
 
 PARAMS_DIR_ENV = "MEDVIT_PARAMS_DIR"
 
@@ -31,44 +37,38 @@ class Params:
     data_root: str | None = None  # None: $MEDVIT_DATA_ROOT, else each source's own download
     results_dir: str = "results"  # rows go to <results_dir>/<profile>/
     device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", ...
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 where supported, else fp16 + scaler; fp32 on CPU)
+    compile: bool = False  # torch.compile the model in the training loop
+    num_workers: int = 0
     seed: int = 0  # repetition r uses seed + r
     repetitions: int = 5
     datasets: tuple[str, ...] = ()
     dataset_options: dict = field(default_factory=dict)  # per dataset: create_dataset(**options)
     img_size: int = 224
     train_subset: int = 0  # >0: a fixed seeded subset of this many training images (CPU budgets); 0: all
-    # fine-tuning (paper-spec §3)
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    warmup_iters: int = 500
-    warmup_max_fraction: float = 1.0
-    min_lr: float = 1e-6
-    grad_clip: float = 1.0
-    num_workers: int = 0
-    compile: bool = False
+    train: TrainConfig = TrainConfig()  # classification fine-tuning (docs/protocol.md §3)
     checkpoint_repetitions: int = 1  # keep fine-tuned checkpoints of the first N repetitions (Figs 4, 5)
-    # k-NN (paper-spec §4)
+    # k-NN (docs/protocol.md §4)
     knn_k: int = 200
     knn_temperature: float = 0.1
-    # Fig 1: backbones × inits; Fig 3: capacity sweep
+    # Fig 1: backbones × inits; Fig 3: capacity sweep over fig3_datasets
     fig1_models: tuple[str, ...] = ("resnet50", "deit_small")
     fig1_inits: tuple[str, ...] = ("random", "imagenet", "dino")
     fig3_models: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "deit_tiny", "deit_small", "deit_base")
     fig3_inits: tuple[str, ...] = ("imagenet",)  # the paper's sweep uses ImageNet weights
-    fig3_datasets: tuple[str, ...] = ()  # empty: the profile's datasets
-    # Fig 2: DeepLabV3 segmentation (paper-spec §6)
+    fig3_datasets: tuple[str, ...] = ()
+    # Fig 2: DeepLabV3 segmentation (docs/protocol.md §6)
     seg_datasets: tuple[str, ...] = ()
     seg_models: tuple[str, ...] = ("resnet50", "deit_small")
     seg_inits: tuple[str, ...] = ("random", "imagenet", "dino")
     seg_img_size: int = 224
-    seg_epochs: int = 50
-    seg_batch_size: int = 16
-    # Figs 4 and 5: saliency and mean attention distance (paper-spec §6)
+    seg_train: TrainConfig = TrainConfig(epochs=50, batch_size=16)
+    # Figs 4 and 5: saliency and mean attention distance (docs/protocol.md §7, §8)
     saliency_datasets: tuple[str, ...] = ()
     saliency_images: int = 4  # test images per dataset in the Fig 4 grid
     attention_images: int = 512  # test images averaged per point in Fig 5
+    # launchers
+    slurm: SlurmConfig = SlurmConfig()
 
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -76,13 +76,12 @@ class Params:
     @property
     def hash(self) -> str:
         """A short hash of every value but the description: rows with equal hashes ran the same settings."""
-        d = {k: v for k, v in self.to_dict().items() if k != "description"}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return settings_hash({k: v for k, v in self.to_dict().items() if k != "description"})
 
-    def run_settings(self) -> dict:
-        """The values that change a run's result (not which runs a figure asks for, nor where rows go)."""
+    def settings(self, keys) -> dict:
+        """The values of ``keys`` (field names) as plain data, e.g. the settings one experiment reads."""
         d = self.to_dict()
-        return {k: d[k] for k in RUN_SETTINGS}
+        return {k: d[k] for k in keys}
 
     def seed_for(self, repetition: int) -> int:
         return self.seed + repetition
@@ -91,13 +90,16 @@ class Params:
         return dict(self.dataset_options.get(dataset, {}))
 
 
-RUN_SETTINGS = ("seed", "dataset_options", "img_size", "train_subset", "epochs", "batch_size", "lr", "weight_decay",
-                "warmup_iters", "warmup_max_fraction", "min_lr", "grad_clip", "knn_k", "knn_temperature",
-                "seg_img_size", "seg_epochs", "seg_batch_size", "attention_images")
+def settings_hash(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _plain(v):
-    return list(v) if isinstance(v, tuple) else v
+    if isinstance(v, tuple):
+        return list(v)
+    if dataclasses.is_dataclass(v):
+        return dataclasses.asdict(v)
+    return v
 
 
 def params_dir() -> Path:
@@ -110,23 +112,63 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in params_dir().glob("*.yaml"))
 
 
-def _coerce(name: str, value, source: str):
-    """``value`` as the type of field ``name``, or ParamsError naming the key, the value and the source."""
-    hint = typing.get_type_hints(Params)[name]
+def _coerce(cls, name: str, value, source: str):
+    """``value`` as the type of ``cls``' field ``name``, or ParamsError naming the key, the value and the source."""
+    hint = typing.get_type_hints(cls)[name]
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None
     for t in allowed:
         origin = typing.get_origin(t) or t
+        if dataclasses.is_dataclass(origin):
+            if isinstance(value, origin):
+                return value
+            if isinstance(value, dict):
+                return value  # merged and checked field by field in _nested
         if origin is tuple and isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
             return tuple(value)
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if origin is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin in (str, bool, dict) and isinstance(value, origin):
             return value
-    raise ParamsError(f"{source}: {name}={value!r} should be {hint}")
+    raise ParamsError(f"{source}: {name}={value!r} should be {_type_name(hint)}")
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_range(name: str, value, source: str) -> None:
+    if name in RANGES and value is not None:
+        ok, allowed = RANGES[name]
+        if not ok(value):
+            raise ParamsError(f"{source}: {name}={value!r} is out of range; expected {allowed}")
+
+
+def _nested(cls, base, values: dict, source: str, prefix: str):
+    """``base`` (a config dataclass) with ``values`` applied key by key, each coerced and range-checked."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    changes = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ParamsError(f"{source}: unknown parameter {prefix + key!r}{_did_you_mean(key, names)}; "
+                              f"known in {prefix.rstrip('.')}: {', '.join(sorted(names))}")
+        value = _coerce(cls, key, value, source)
+        _check_range(key, value, source if not prefix else f"{source}: {prefix.rstrip('.')}")
+        changes[key] = value
+    return dataclasses.replace(base, **changes)
+
+
+def _did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def load_params(profile: str | os.PathLike, **overrides) -> Params:
@@ -135,19 +177,48 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
     if path.suffix not in (".yaml", ".yml"):
         path = params_dir() / f"{profile}.yaml"
         if not path.is_file():
-            raise ParamsError(f"unknown profile {str(profile)!r}: no {path}; profiles: {', '.join(list_profiles())}")
+            raise ParamsError(f"unknown profile {str(profile)!r}{_did_you_mean(str(profile), list_profiles())}: "
+                              f"no {path}; profiles: {', '.join(list_profiles())}")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ParamsError(f"cannot read profile {path}: {err}") from None
     if not isinstance(values, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter: value, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(Params)}
+    fields = {f.name: f for f in dataclasses.fields(Params)}
     values.setdefault("profile", path.stem)
-    resolved = {}
+    resolved: dict = {}
     for source, items in ((str(path), values), ("override", {k: v for k, v in overrides.items() if v is not None})):
         for key, value in items.items():
-            if key not in names:
-                raise ParamsError(f"{source}: unknown parameter {key!r}; known: {', '.join(sorted(names))}")
-            resolved[key] = _coerce(key, value, source)
-    return Params(**resolved)
+            if key not in fields:
+                raise ParamsError(f"{source}: unknown parameter {key!r}{_did_you_mean(key, fields)}; "
+                                  f"known: {', '.join(sorted(fields))}")
+            value = _coerce(Params, key, value, source)
+            if isinstance(value, dict) and dataclasses.is_dataclass(fields[key].default):
+                cls = type(fields[key].default)
+                value = _nested(cls, resolved.get(key, fields[key].default), value, source, f"{key}.")
+            _check_range(key, value, source)
+            resolved[key] = value
+    params = Params(**resolved)
+    _check_names(params, {k: "override" if overrides.get(k) is not None else str(path) for k in fields})
+    return params
+
+
+def _check_names(params: Params, sources: dict[str, str]) -> None:
+    """Every dataset, model and init named in the profile exists (the error suggests the closest name)."""
+    from .data import list_datasets
+    from .models import INITS, list_models
+
+    kinds = {"datasets": list_datasets(), "models": list_models(), "inits": list(INITS)}
+    for f in dataclasses.fields(Params):
+        kind = next((k for k in kinds if f.name == k or f.name.endswith("_" + k)), None)
+        if kind is None:
+            continue
+        for name in getattr(params, f.name):
+            if name not in kinds[kind]:
+                raise ParamsError(f"{sources[f.name]}: {f.name} names unknown {kind[:-1]} {name!r}"
+                                  f"{_did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
+    for name in params.dataset_options:
+        if name not in kinds["datasets"]:
+            raise ParamsError(f"{sources['dataset_options']}: dataset_options names unknown dataset {name!r}"
+                              f"{_did_you_mean(name, kinds['datasets'])}")

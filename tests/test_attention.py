@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medvit import create_dataset, create_model, create_transform, load_params
-from medvit.attention import attention_distance, collect_attention_distance, mean_attention_distance, plan_fig5
+from medvit.attention import attention_distance, collect_attention_distance, mean_attention_distance
+from medvit.figures.fig5 import plan as plan_fig5
 
 
 def _random_patch_attention(b, heads, n, seed=0):

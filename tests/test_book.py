@@ -86,7 +86,7 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path
 
 
 def test_rows_made_with_other_parameters_are_reported_not_mixed_silently(tmp_path, capsys):
-    small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], epochs=1)
+    small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], train={"epochs": 1})
     params = medvit.load_params("smoke", **small)
     medvit.run_experiment(params, "fig1", progress=False)
     changed = medvit.load_params("smoke", knn_k=7, **small)

@@ -24,7 +24,8 @@ from medvit.data.base import DataError
 from medvit.data.transforms import create_transform, resize_size
 from medvit.knn import extract_features, knn_classify
 from medvit.models.backbones import Backbone, BackboneSpec
-from medvit.train import FinetuneConfig, finetune
+from medvit.config import TrainConfig
+from medvit.train import finetune
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -166,7 +167,8 @@ def test_knn_with_a_bf16_bank_matches_fp32_on_clustered_features(k):
 def test_fast_path_refuses_a_file_backed_dataset(shared_data):
     train = create_dataset("isic_uda1", "train", data_root=shared_data)
     with pytest.raises(DataError, match="file-backed.*cached"):
-        finetune(tiny_resnet(1), train, train, train, FinetuneConfig(epochs=1, fast_path=True), progress=False)
+        finetune(tiny_resnet(1), train, train, train, TrainConfig(epochs=1), img_size=224, fast_path=True,
+                 progress=False)
 
 
 def test_short_finetune_on_the_fast_path_matches_the_slow_path():
@@ -175,8 +177,8 @@ def test_short_finetune_on_the_fast_path_matches_the_slow_path():
     accuracy = {}
     for fast in (False, True):
         torch.manual_seed(0)
-        config = FinetuneConfig(epochs=15, batch_size=32, lr=1e-2, warmup_iters=5, img_size=32, fast_path=fast)
-        result = finetune(tiny_resnet(3), *splits, config, seed=0, progress=False)
+        config = TrainConfig(epochs=15, batch_size=32, lr=1e-2, warmup_iters=5)
+        result = finetune(tiny_resnet(3), *splits, config, img_size=32, fast_path=fast, seed=0, progress=False)
         assert result.fast_path is fast
         assert result.train_loss[-1] < result.train_loss[0]
         accuracy[fast] = result.test_metrics["accuracy"]

@@ -10,7 +10,10 @@ import time
 import pytest
 
 from medvit.cli import main
-from medvit.experiments import FIGURES, Run, plan
+from types import SimpleNamespace
+
+from medvit.experiments import FIGURES, plan
+from medvit.runs import Run
 from medvit.launch import (execute_job, grid_runs, launch, launch_local, launch_params, launch_slurm, local_gpus,
                            parse_minutes, pending_runs, run_states, slurm_executor, waves)
 from medvit.results import ResultsStore
@@ -26,7 +29,8 @@ def _row(run: Run, status: str, profile: str = "smoke") -> dict:
 
 def test_grid_runs_lists_each_run_once_over_every_registered_figure(tmp_path, monkeypatch):
     params = launch_params("smoke", tmp_path)
-    monkeypatch.setitem(FIGURES, "figtest", lambda p: [Run("knn", "synthetic_shapes", "resnet18", "random", 7)])
+    monkeypatch.setitem(FIGURES, "figtest", SimpleNamespace(
+        plan=lambda p: [Run("knn", "synthetic_shapes", "resnet18", "random", 7)]))
     per_figure = {f: plan(params, f) for f in FIGURES}
     runs = grid_runs(params)
     assert [r.run_id for r in runs] == list(dict.fromkeys(r.run_id for f in FIGURES for r in per_figure[f]))
@@ -173,7 +177,7 @@ def _row_files(root) -> dict[str, tuple[int, str]]:
 def test_local_jobs_run_as_separate_processes_and_a_rerun_submits_only_the_killed_run(tmp_path):
     import submitit
 
-    params = launch_params("smoke", tmp_path, fig1_inits=["random"], fig1_models=["resnet18"], epochs=1,
+    params = launch_params("smoke", tmp_path, fig1_inits=["random"], fig1_models=["resnet18"], train={"epochs": 1},
                            dataset_options=TINY, knn_k=5)
     finetune, knn = grid_runs(params, ["fig1"])
     store = ResultsStore(tmp_path / "smoke")
@@ -182,7 +186,7 @@ def test_local_jobs_run_as_separate_processes_and_a_rerun_submits_only_the_kille
     assert [(o.run, o.status) for o in first.outcomes] == [(knn, "ok")]
 
     # the fine-tuning job is killed mid-way: cancelled once its training has started (a long variant of it)
-    long = launch_params("smoke", tmp_path, fig1_inits=["random"], fig1_models=["resnet18"], epochs=500,
+    long = launch_params("smoke", tmp_path, fig1_inits=["random"], fig1_models=["resnet18"], train={"epochs": 500},
                          dataset_options=TINY)
     executor = submitit.LocalExecutor(folder=tmp_path / "killed")
     executor.update_parameters(timeout_min=10)

@@ -11,8 +11,8 @@ from medvit import (DataError, ModelError, WeightsUnavailableError, create_datas
 from medvit.data.segmentation import create_segmentation_transform, resized, segmentation_info
 from medvit.models.segmentation import create_segmentation_model
 from medvit.plots.fig2 import fig2_table, fig2_figure
-from medvit.segment import (dice_iou_per_image, evaluate_segmentation, segmentation_deviations, segmentation_examples,
-                            segmentation_metrics, trivial_baselines)
+from medvit.figures.fig2 import departures as segmentation_deviations, segmentation_examples
+from medvit.segment import dice_iou_per_image, evaluate_segmentation, segmentation_metrics, trivial_baselines
 
 matplotlib.use("Agg")
 
@@ -208,7 +208,7 @@ def test_synthetic_segmentation_set_is_labelled_synthetic_and_masks_match_shapes
 
 
 def test_fig2_experiment_trains_saves_checkpoints_and_draws_the_overlay_grid(tmp_path):
-    params = load_params("smoke", results_dir=str(tmp_path), seg_epochs=1, seg_batch_size=4,
+    params = load_params("smoke", results_dir=str(tmp_path), seg_train={"epochs": 1, "batch_size": 4},
                          dataset_options={"synthetic_shapes_seg": {"size": 32, "n_train": 8, "n_val": 4,
                                                                    "n_test": 4}})
     rows = run_experiment(params, "fig2", progress=False)

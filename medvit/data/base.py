@@ -24,6 +24,11 @@ class DataError(ValueError):
     """Bad or missing data: the message names the file, folder, field or value and what was expected."""
 
 
+class DataMissing(DataError):
+    """The data is not on this machine (no data root, folder or file): the message says where to get it.
+    A run that needs it is *unavailable*, like one whose pretrained weights cannot be had."""
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """The facts about a dataset that training, k-NN and the metrics need (paper-spec §2)."""
@@ -126,14 +131,14 @@ def require_dir(path: str | os.PathLike, what: str, how_to_get: str) -> Path:
     """``path`` as a Path if it is a folder, else a DataError saying what was looked for and where to get it."""
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise DataError(f"{what}: folder not found: {p}. {how_to_get}")
+        raise DataMissing(f"{what}: folder not found: {p}. {how_to_get}")
     return p
 
 
 def require_file(path: str | os.PathLike, what: str, how_to_get: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise DataError(f"{what}: file not found: {p}. {how_to_get}")
+        raise DataMissing(f"{what}: file not found: {p}. {how_to_get}")
     return p
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import DataError, DatasetInfo, ImageDataset
+from .base import DataError, DataMissing, DatasetInfo, ImageDataset
 from .csv_folder import read_csv
 from .registry import register_dataset, require_root
 
@@ -83,7 +83,7 @@ def chexpert_folder(root: Path) -> Path:
     for folder in (root, root / "CheXpert-v1.0-small"):
         if (folder / "train.csv").is_file():
             return folder
-    raise DataError(f"chexpert labels: file not found: {root / 'train.csv'} "
+    raise DataMissing(f"chexpert labels: file not found: {root / 'train.csv'} "
                     f"(nor {root / 'CheXpert-v1.0-small' / 'train.csv'}). {HOW_TO_GET}")
 
 

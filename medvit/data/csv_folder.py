@@ -75,7 +75,8 @@ ISIC_UDA1 = DatasetInfo(
 )
 
 
-@register_dataset("isic_uda1", "ISIC Archive UDA-1 dermoscopy, benign vs malignant (CSV + image folder)")
+@register_dataset("isic_uda1", "ISIC Archive UDA-1 dermoscopy, benign vs malignant (CSV + image folder)",
+                  analogue_of="isic2019")
 def load_isic_uda1(split: str, root=None) -> ImageDataset:
     how = ("Expected metadata.csv (image, diagnosis, benign_malignant) and images/<image>.jpg; "
            "pass root= or set $MEDVIT_DATA_ROOT to the folder that holds isic_uda1/.")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, DatasetInfo, ImageDataset, require_file
+from .base import DataError, DataMissing, DatasetInfo, ImageDataset, require_file
 from .csv_folder import ISIC_MEAN, ISIC_STD, read_csv
 from .registry import register_dataset, require_root
 from .split import authors_split
@@ -63,7 +63,7 @@ def image_folder(root: Path) -> Path:
     for name in IMAGE_DIRS:
         if (root / name).is_dir():
             return root / name
-    raise DataError(f"isic2019 images: none of the folders {[str(root / n) for n in IMAGE_DIRS]} exists. "
+    raise DataMissing(f"isic2019 images: none of the folders {[str(root / n) for n in IMAGE_DIRS]} exists. "
                     f"{HOW_TO_GET}")
 
 

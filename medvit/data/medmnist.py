@@ -25,8 +25,8 @@ _TASKS = {
     "binary-class": ("binary", "roc_auc"),
     "multi-label, binary-class": ("multilabel", "roc_auc"),
 }
-ANALOGUE_OF = {"retinamnist": "APTOS2019", "dermamnist": "ISIC2019", "pathmnist": "PatchCamelyon",
-               "chestmnist": "CheXpert"}
+# the paper's dataset each MedMNIST flag stands in for (registered as DatasetFacts.analogue_of)
+ANALOGUE_OF = {"retinamnist": "aptos2019", "dermamnist": "isic2019", "pathmnist": "pcam", "chestmnist": "chexpert"}
 
 
 def _flags() -> list[str]:
@@ -104,7 +104,8 @@ def load_medmnist(flag: str, split: str, root=None, size: int = 28) -> ImageData
 
 def _register_all() -> None:
     for flag in _flags():
-        register_dataset(flag, f"MedMNIST+ {flag} (official splits; size=28|64|128|224)", subdir="medmnist")(
+        register_dataset(flag, f"MedMNIST+ {flag} (official splits; size=28|64|128|224)", subdir="medmnist",
+                         analogue_of=ANALOGUE_OF.get(flag))(
             functools.partial(load_medmnist, flag))
 
 

@@ -274,7 +274,8 @@ def load_seg_folder(split: str, root=None, images: str = "images", masks: str = 
     return image_mask_folder(info, split, folder / images, folder / masks, mask_suffix, mask_ext, val_size)
 
 
-@register_dataset("synthetic_shapes_seg", "SYNTHETIC shapes segmentation (not medical data): mask = the shape")
+@register_dataset("synthetic_shapes_seg", "SYNTHETIC shapes segmentation (not medical data): mask = the shape",
+                  synthetic=True)
 def load_synthetic_shapes_seg(split: str, root=None, size: int = 32, num_classes: int = 3, channels: int = 3,
                               n_train: int = 128, n_val: int = 32, n_test: int = 32) -> SegmentationDataset:
     if not 1 <= num_classes <= len(SHAPES):

@@ -51,7 +51,7 @@ def make_shapes(n: int, size: int, num_classes: int, channels: int, seed: int):
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64), masks
 
 
-@register_dataset("synthetic_shapes", "SYNTHETIC shapes (not medical data): class = the shape drawn")
+@register_dataset("synthetic_shapes", "SYNTHETIC shapes (not medical data): class = the shape drawn", synthetic=True)
 def load_synthetic_shapes(split: str, root=None, size: int = 32, num_classes: int = 3, channels: int = 3,
                           n_train: int = 256, n_val: int = 64, n_test: int = 64) -> ImageDataset:
     if not 2 <= num_classes <= len(SHAPES):
