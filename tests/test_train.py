@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import medvit
 import medvit.train
 from medvit import (TrainConfig, compute_metrics, create_dataset, create_model, create_transform, finetune,
                     seed_everything)
@@ -199,3 +200,35 @@ def test_finetune_metrics_are_computed_on_the_test_split(small_splits):
                       progress=False)
     assert set(result.test_metrics) == set(compute_metrics("multiclass", [0, 1, 2], np.eye(3)))
     assert result.best_epoch == 1 and result.wall_time_s > 0
+
+
+def test_precision_auto_is_fp32_on_cpu_and_follows_the_gpu_capability(monkeypatch):
+    from medvit.train import resolve_precision
+
+    assert resolve_precision("auto", "cpu").name == "fp32"
+    monkeypatch.setattr(medvit.train, "bf16_supported", lambda device: True)
+    assert resolve_precision("auto", "cuda").name == "bf16"
+    monkeypatch.setattr(medvit.train, "bf16_supported", lambda device: False)  # a T4 or a V100
+    fp16 = resolve_precision("auto", "cuda")
+    assert (fp16.name, fp16.dtype, fp16.scaler) == ("fp16", torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(ValueError, match="Tesla T4 does not support bfloat16"):
+        resolve_precision("bf16", "cuda")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_with_a_scaler_trains_on_cpu(small_splits, precision):
+    train, val, test = small_splits
+    result = finetune(TinyNet(), train, val, test, TrainConfig(epochs=2, batch_size=16), img_size=32,
+                      precision=precision, progress=False)
+    assert result.precision == precision and all(np.isfinite(result.train_loss))
+
+
+def test_data_and_model_that_do_not_fit_are_named_before_the_first_step(small_splits):
+    train, val, test = small_splits
+    wrong_outputs = create_model("resnet18", "random", num_outputs=train.info.num_outputs + 2, in_chans=3)
+    with pytest.raises(medvit.DataError, match=f"needs {train.info.num_outputs}"):
+        finetune(wrong_outputs, train, val, test, TrainConfig(epochs=1, batch_size=16), img_size=32, progress=False)
+    gray = create_model("resnet18", "random", num_outputs=train.info.num_outputs, in_chans=1)
+    with pytest.raises(medvit.DataError, match="cannot take .* images \\(3 channel"):
+        finetune(gray, train, val, test, TrainConfig(epochs=1, batch_size=16), img_size=32, progress=False)
