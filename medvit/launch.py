@@ -30,9 +30,11 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-import medvit  # noqa: F401  imports every module that registers experiments and figures
+from . import load_all
 from .experiments import FIGURES, NEEDS, Run, execute_run, plan, results_store
 from .params import Params, load_params
+
+load_all()  # import every module that registers experiments and figures
 
 # Experiments whose runs read the checkpoints of another experiment's runs (Fig 5's fine-tuned attention
 # distances read Fig 1's fine-tuned models): they wait for a second wave.
