@@ -136,14 +136,19 @@ def prepare_ph2(source: str | Path, out: str | Path, log=print) -> Path:
     if unlisted or absent:
         raise DataError(f"ph2: {table_file} and {images_dir} disagree: case folders not in the table "
                         f"{unlisted[:5]}, table rows without a folder {absent[:5]}")
+    files = {c: (images_dir / c / f"{c}_Dermoscopic_Image" / f"{c}.bmp", images_dir / c / f"{c}_lesion" /
+                 f"{c}_lesion.bmp") for c in cases}
+    missing = [str(f) for pair in files.values() for f in pair if not f.is_file()]
+    if missing:
+        raise DataError(f"ph2: {len(missing)} file(s) of the release not found, e.g. {missing[:3]}. "
+                        f"Expected {PH2_RELEASE}.")
     out = Path(out).expanduser()
     _require_empty_of_others(out / "images", {f"{c}.png" for c in cases})
     _require_empty_of_others(out / "masks", {f"{c}_lesion.png" for c in cases})
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     for case in tqdm(cases, desc=f"ph2: converting {len(cases)} cases"):
-        image_file = images_dir / case / f"{case}_Dermoscopic_Image" / f"{case}.bmp"
-        mask_file = images_dir / case / f"{case}_lesion" / f"{case}_lesion.bmp"
+        image_file, mask_file = files[case]
         image, mask = _open(image_file, "RGB"), _open(mask_file, "L")
         if image.size != mask.size:
             raise DataError(f"ph2: {image_file} is {image.size} (w, h) but its mask {mask_file} is {mask.size}")
@@ -161,8 +166,6 @@ def _open(path: Path, mode: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert(mode)
-    except FileNotFoundError:
-        raise DataError(f"file not found: {path}. Expected {PH2_RELEASE}.") from None
     except Exception as err:
         raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from None
 
