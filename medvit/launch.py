@@ -34,6 +34,7 @@ from .experiments import EXPERIMENTS, FIGURES, execute_run, plan, results_store
 from .runs import Run
 from .params import Params, load_params
 
+
 # Experiments whose runs read the checkpoints of another experiment's runs (Fig 5's fine-tuned attention
 # distances read Fig 1's fine-tuned models): they wait for a second wave.
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's LocalExecutor kills a job after timeout_min (default 2 min)

@@ -8,6 +8,7 @@ download to ``~/.medmnist``. Official splits. Close analogues of the paper's dat
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +47,49 @@ def _load_split(flag: str, split: str, size: int, root: str | None):
     if root is not None:
         Path(root).mkdir(parents=True, exist_ok=True)
         kwargs["root"] = root
-    fname = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
     try:
         ds = cls(**kwargs)
     except Exception as err:
-        where = root or "~/.medmnist"
-        raise DataError(
-            f"MedMNIST {flag} (size {size}): could not load {Path(where) / fname} ({type(err).__name__}: {err}). "
-            f"Without internet, put the official file {fname} (https://zenodo.org/records/10519652) in {where}, "
-            f"or pass root= / set $MEDVIT_DATA_ROOT to a folder whose medmnist/ holds it.") from None
+        raise DataError(_load_failure(flag, size, root, err)) from None
     imgs = np.asarray(ds.imgs, dtype=np.uint8)
     if imgs.ndim == 3:
         imgs = imgs[:, :, :, None]
     return imgs, np.asarray(ds.labels)
+
+
+def _load_failure(flag: str, size: int, root: str | None, err: Exception) -> str:
+    """What went wrong loading ``flag`` at ``size`` and what to do, in one line.
+
+    The medmnist package downloads through torchvision's ``download_url`` (which checks the file's MD5 against
+    the package's record) and replaces any error by its own multi-line one; the cause is its ``__context__``.
+    A file on disk whose MD5 is not the official one is named as a truncated or corrupt download.
+    """
+    from medmnist import INFO
+    from medmnist.info import DEFAULT_ROOT
+
+    suffix = "" if size == 28 else f"_{size}"
+    url, md5 = INFO[flag][f"url{suffix}"], INFO[flag][f"MD5{suffix}"]
+    path = Path(root or DEFAULT_ROOT).expanduser() / f"{flag}{suffix}.npz"
+    cause = err.__context__ or err
+    cause = f"{type(cause).__name__}: {' '.join(str(cause).split())}"
+    by_hand = (f"download {url} yourself, check that its MD5 is {md5}, and put it at {path} (or pass root= / set "
+               f"$MEDVIT_DATA_ROOT to a folder whose medmnist/ holds {path.name})")
+    name = f"MedMNIST {flag} (size {size})"
+    if path.is_file():
+        actual = _md5(path)
+        if actual != md5:
+            return (f"{name}: {path} is not the official file: its MD5 is {actual}, expected {md5} (a truncated or "
+                    f"corrupt download; {cause}). Run again to download it anew, or {by_hand}.")
+        return f"{name}: cannot read {path} although its MD5 is the official one ({cause})."
+    return f"{name}: could not download {url} to {path} ({cause}). Without internet, {by_hand}."
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=32)

@@ -8,7 +8,8 @@ is the same for both (masks resampled with nearest neighbour) and colour jitter 
 the image only. The steps are the classification pipeline's (paper-spec §3, ``data.transforms``).
 
 Registered [ours; segmentation datasets are not verified from any source]:
-- ``ph2``: PH2 dermoscopy (``images/<id>.jpg``, ``masks/<id>_lesion.png`` 0/255), 200 images; split =
+- ``ph2``: PH2 dermoscopy (``images/<id>.png`` or ``.jpg``, ``masks/<id>_lesion.png`` 0/255, as
+  ``medvit data prepare ph2`` converts the official release), 200 images; split =
   ``authors_split(200, 0.3)`` of the sorted ids → 140 / 30 / 30; mean/std computed over all 200 images.
 - ``isic2018_task1``: ISIC 2018 Task 1 (``ISIC2018_Task1-2_Training_Input/ISIC_<id>.jpg``,
   ``ISIC2018_Task1_Training_GroundTruth/ISIC_<id>_segmentation.png``), 2,594 images; split =
@@ -206,13 +207,15 @@ def _resized_image(dataset: SegmentationDataset, i: int, size: int) -> tuple[np.
 
 
 def image_mask_folder(info: DatasetInfo, split: str, image_dir: str | os.PathLike, mask_dir: str | os.PathLike,
-                      mask_suffix: str = "", mask_ext: str = ".png", val_size: float = 0.3) -> SegmentationDataset:
+                      mask_suffix: str = "", mask_ext: str = ".png", val_size: float = 0.3,
+                      how: str | None = None) -> SegmentationDataset:
     """One split of an image folder with a mask per image (``<mask_dir>/<stem><mask_suffix><mask_ext>``).
 
     Images are the files with an image extension, sorted by name; the split is
-    ``authors_split(N, val_size)`` of that order. A missing mask is a DataError naming the files.
+    ``authors_split(N, val_size)`` of that order. A missing mask is a DataError naming the files; ``how``
+    (default: the expected file names) ends every such error, saying where to get the data.
     """
-    how = f"Expected {Path(image_dir).name}/<id>.jpg and {Path(mask_dir).name}/<id>{mask_suffix}{mask_ext}."
+    how = how or f"Expected {Path(image_dir).name}/<id>.jpg and {Path(mask_dir).name}/<id>{mask_suffix}{mask_ext}."
     images = require_dir(image_dir, f"{info.name} images", how)
     masks = require_dir(mask_dir, f"{info.name} masks", how)
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
@@ -236,11 +239,22 @@ PH2 = segmentation_info("ph2", 3, PH2_MEAN, PH2_STD,
                         "of the sorted ids (140/30/30) [ours]; mean/std over all 200 images")
 
 
+PH2_HOW = ("Expected images/<id>.png (or .jpg) and masks/<id>_lesion.png (0/255), as `medvit data prepare ph2 "
+           "<unzipped release>` writes them from the official release of the PH2 database (ADDI project, "
+           "Universidade do Porto: https://www.fc.up.pt/addi/ph2%20database.html); pass root= or set "
+           "$MEDVIT_DATA_ROOT to the folder holding ph2/.")
+
+
 @register_dataset("ph2", "PH2 dermoscopy lesion segmentation (200 images + masks; split authors_split(200, 0.3) "
                          "of the sorted ids: 140/30/30)", subdir="ph2")
 def load_ph2(split: str, root=None) -> SegmentationDataset:
-    folder = _folder("ph2", root, "Expected images/<id>.jpg and masks/<id>_lesion.png (0/255).")
-    return image_mask_folder(PH2, split, folder / "images", folder / "masks", mask_suffix="_lesion", val_size=0.3)
+    folder = _folder("ph2", root, PH2_HOW)
+    release = next((f for f in (folder, folder / "PH2Dataset") if (f / "PH2 Dataset images").is_dir()), None)
+    if release is not None and not (folder / "images").is_dir():
+        raise DataError(f"ph2: {release} holds the official PH2 release, which medvit reads once converted: run "
+                        f"`medvit data prepare ph2 {release} --out <folder>` and use that folder.")
+    return image_mask_folder(PH2, split, folder / "images", folder / "masks", mask_suffix="_lesion", val_size=0.3,
+                             how=PH2_HOW)
 
 
 ISIC2018 = segmentation_info("isic2018_task1", 3, ISIC_MEAN, ISIC_STD,
