@@ -9,7 +9,7 @@ EXTRAS := book,cluster,data,test
 # The small real data sets beside the checkout (offline machines); elsewhere MedMNIST downloads itself.
 export MEDVIT_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: book test site setup lock clean
+.PHONY: book test test-fast site setup lock clean
 
 # The lock pins torch with `===` (this exact version string): a local CPU-only wheel some machines offer as
 # `2.13.0+cpu` also matches `==2.13.0` and cannot load PyPI's torchvision 0.28.0 (`torchvision::nms does not exist`).
@@ -34,10 +34,16 @@ site: book
 	touch _build/html/.nojekyll
 	@echo "site: _build/html (profile $(PROFILE)), ready to deploy"
 
-# pytest exits 5 when it collected no test: that is a failure here, said plainly.
+# pytest exits 5 when it collected no test: that is a failure here, said plainly. `make test` runs every test
+# (CI runs it); `make test-fast` skips the end-to-end ones marked slow, for the edit-test loop.
+PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
 test: setup
-	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	@$(PYTEST); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup
+	@$(PYTEST) -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # Rewrite requirements-lock.txt from .venv after the tests passed in it: its installed versions constrain the
 # resolution (for the Python .venv runs and newer); uv resolves the other Pythons (>= 3.10) and platforms.
