@@ -170,8 +170,8 @@ class Scenario:
         bad_checkpoints = 0
         for run_id in per_run.index:
             saved = torch.load(self.root / "checkpoints" / f"{run_id}.pt", weights_only=True)
-            value = ok.loc[ok["run_id"] == run_id, "value"].iloc[0]
-            bad_checkpoints += saved["run_id"] != run_id or not torch.allclose(saved["w"][:1], torch.tensor([float(value)]))
+            value = float(ok.loc[ok["run_id"] == run_id, "value"].iloc[0])
+            bad_checkpoints += saved["run_id"] != run_id or not torch.allclose(saved["w"][:1], torch.tensor([value]))
         result = {
             "scenario": self.name, "runs": len(self.runs), "workers": self.workers,
             "faults": sum(self.faults.values()),
