@@ -72,8 +72,8 @@ def test_an_empty_pathology_cell_names_the_row_and_column(tmp_path):
     root = tmp_path / "cbis_ddsm"
     root.mkdir()
     for kind in ("mass", "calc"):
-        pd.DataFrame({"patient_id": ["P_1", "P_2", "P_3"], "pathology": ["BENIGN", "" if kind == "calc" else "MALIGNANT",
-                                                                          "BENIGN"],
+        pathology = ["BENIGN", "" if kind == "calc" else "MALIGNANT", "BENIGN"]
+        pd.DataFrame({"patient_id": ["P_1", "P_2", "P_3"], "pathology": pathology,
                       "image file path": [f"{kind}/{i}/000000.dcm" for i in range(3)]}).to_csv(
             root / f"{kind}_case_description_train_set.csv", index=False)
     with pytest.raises(DataError, match=r"calc_case_description_train_set.csv: column 'pathology' is empty in "
@@ -157,6 +157,7 @@ def test_every_unreadable_image_or_mask_of_a_segmentation_folder_is_reported(tmp
     (tmp_path / "masks" / "m2.png").write_bytes(b"not a png")
     info = segmentation_info("seg", 3, (0.5,) * 3, (0.25,) * 3, "test set")
     dataset = SegmentationDataset(info, "train", paths=paths, mask_paths=masks)
-    with pytest.raises(DataError, match=r"3 unreadable file\(s\) \(images or masks\) among the 6 items of 'seg' \(train\): ") as err:
+    expected = r"3 unreadable file\(s\) \(images or masks\) among the 6 items of 'seg' \(train\): "
+    with pytest.raises(DataError, match=expected) as err:
         resized(dataset, 8)
     assert all(p in str(err.value) for p in [*bad, masks[2]])
