@@ -4,7 +4,7 @@ Names are MedMNIST's flags (``retinamnist``, ``dermamnist``, ...). Files come fr
 ``$MEDVIT_DATA_ROOT/medmnist`` (offline, e.g. a shared data folder's ``medmnist/``), else MedMNIST's own
 download to ``~/.medmnist``. A missing ``medmnist/`` folder is made for the download only inside an
 existing folder: a mistyped data root is an error naming it, never a new folder tree. Official splits.
-Close analogues of the paper's datasets (paper-spec §2): RetinaMNIST ~ APTOS2019, DermaMNIST ~ ISIC2019,
+Close analogues of the paper's datasets: RetinaMNIST ~ APTOS2019, DermaMNIST ~ ISIC2019,
 PathMNIST ~ PCam, ChestMNIST ~ CheXpert.
 """
 from __future__ import annotations
