@@ -4,8 +4,8 @@ The grid is every figure's runs (``FIGURES``, the planners registered with ``reg
 run once even when several figures need it (Fig 1 and Fig 3 share fine-tuning runs). A run is an
 independent, idempotent job identified by its settings (experiment, dataset, model, init, repetition
 and the profile, whose results folder holds it): the job calls ``execute_run``, which appends one row
-to ``<results_dir>/<profile>/`` atomically. So a launch submits only the runs whose newest row is not
-``ok``, jobs may run anywhere that sees the results folder, and a killed job leaves its run missing
+to ``<results_dir>/<profile>/`` atomically. So a launch submits only the runs that have no ``ok`` row,
+jobs may run anywhere that sees the results folder, and a killed job leaves its run missing
 for the next launch.
 
 Both launchers go through submitit (``pip install "medvit[cluster]"``):
@@ -63,7 +63,8 @@ def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
 
 
 def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:
-    """``run_id -> (state, reason)``: the newest row's status (ok | unavailable | failed), else ``missing``."""
+    """``run_id -> (state, reason)``: the status of the row that counts (``ResultsStore.rows``: the newest ``ok``
+    row, else the newest row; ok | unavailable | failed), else ``missing``."""
     rows = results_store(params).rows()
     newest = {r["run_id"]: (r["status"], r["reason"] if isinstance(r.get("reason"), str) else "")
               for r in rows.to_dict("records")}
@@ -71,7 +72,7 @@ def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:
 
 
 def pending_runs(params: Params, figures: list[str] | None = None, force: bool = False) -> list[Run]:
-    """The grid's runs that are not done (newest row not ``ok``: missing, failed or unavailable, since
+    """The grid's runs that are not done (no ``ok`` row: missing, failed or unavailable, since
     weights may have been provided since); every run with ``force``."""
     runs = grid_runs(params, figures)
     if force:
