@@ -49,6 +49,7 @@ import logging
 import math
 import os
 import platform
+import random
 import secrets
 import socket
 import subprocess
@@ -465,7 +466,8 @@ class ResultsStore:
                     "thread": threading.get_ident(), "token": secrets.token_hex(8), "started_at": now,
                     "heartbeat_at": now, "released_at": None}
             if not _create_exclusive(folder, _claim_file(folder, generation).name, json.dumps(info).encode()):
-                continue  # another process created this generation first: look again
+                time.sleep(random.uniform(0, 0.01))  # another process created it first: look again (after a
+                continue  # moment, so that a folder listing cached by NFS can catch up)
             if _generations(folder)[-1] != generation:  # only if claim files were deleted by hand
                 continue
             return Claim(_claim_file(folder, generation), run_id, generation, info, self.heartbeat_every)._start()

@@ -358,10 +358,10 @@ def test_kill_9_at_random_points(tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_at_random_points_of_concurrent_workers(tmp_path):
-    s = scenario(tmp_path, "kill -9 at random points, 4 concurrent workers", 48, workers=4)
-    rng, opts = random.Random(1), Options(train_s=0.1)
+    s = scenario(tmp_path, "kill -9 at random points, 4 concurrent workers", 64, workers=4)
+    rng, opts = random.Random(1), Options(train_s=0.3)
     procs = [(start(s.root, s.runs, s.log, opts, ph), ph) for ph in [CTX.Value("i", 0) for _ in range(4)]]
-    for _ in range(25):
+    for _ in range(30):
         time.sleep(rng.uniform(0.02, 0.3))
         i = rng.randrange(len(procs))
         p, ph = procs[i]
