@@ -37,8 +37,26 @@ def settings_hash(run: Run, params: Params) -> str:
     return experiment(run.experiment).settings_hash(params)
 
 
-def execute_run(run: Run, params: Params, store: ResultsStore, device=None) -> dict:
-    """Perform one run and append its row (``ok``, ``unavailable`` with the reason, or ``failed``, raised)."""
+def execute_run(run: Run, params: Params, store: ResultsStore, device=None, force: bool = False) -> dict:
+    """Perform one run and append its row (``ok``, ``unavailable`` with the reason, or ``failed``, raised).
+
+    The run is claimed in the store first, so any number of processes can work through the same grid: a run
+    another live process holds is skipped (``{"skipped": "claimed", "holder": ...}``), and one that has an
+    ``ok`` row under the current settings by the time the claim is had is not redone (``{"skipped": "done"}``)
+    unless ``force``."""
+    with store.claim(run.run_id) as claim:
+        if claim is None:
+            return {"run_id": run.run_id, "status": "", "skipped": "claimed", "holder": store.holder(run.run_id)}
+        if not force:
+            current = settings_hash(run, params)
+            done = [r for r in store.run_rows(run.run_id)
+                    if r["status"] == "ok" and r.get("settings_hash") == current]
+            if done:
+                return {**done[-1], "skipped": "done"}
+        return _execute(run, params, store, device)
+
+
+def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict:
     clock = timed()
     row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
            "repetition": run.repetition, "profile": params.profile, "seed": params.seed_for(run.repetition),
@@ -90,16 +108,25 @@ def run_experiment(params: Params, name: str, force: bool = False, progress: boo
         print(f"{name}: {len(runs)} runs planned, {len(runs) - len(todo)} already done, {len(todo)} to run",
               flush=True)
     device = resolve_device(params)
+    elsewhere = 0
     for i, run in enumerate(todo, 1):
         start = time.perf_counter()
-        row = execute_run(run, params, store, device)
+        row = execute_run(run, params, store, device, force=force)
+        if row.get("skipped") == "claimed":
+            elsewhere += 1
+            holder = row["holder"] or {}
+            print(f"  [{i}/{len(todo)}] {run.run_id}: being done by another process (host {holder.get('host')}, "
+                  f"pid {holder.get('pid')}); skipped", flush=True)
+            continue
         value = f"{row['metric']} {row['value']:.4f}" if row["status"] == "ok" else row["reason"].splitlines()[0][:90]
-        print(f"  [{i}/{len(todo)}] {run.run_id}: {row['status']}, {value} ({time.perf_counter() - start:.0f} s)",
+        what = "done meanwhile by another process" if row.get("skipped") == "done" else row["status"]
+        print(f"  [{i}/{len(todo)}] {run.run_id}: {what}, {value} ({time.perf_counter() - start:.0f} s)",
               flush=True)
     rows, other = current_rows(params, runs, store)
     counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
     print(f"{name}: {len(runs)} runs; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed"))
-          + (f"; {other} older rows made with other settings are kept as history and not shown" if other else ""),
+          + (f"; {other} older rows made with other settings are kept as history and not shown" if other else "")
+          + (f"; {elsewhere} runs were being done by another process: run again to include them" if elsewhere else ""),
           flush=True)
     return rows
 

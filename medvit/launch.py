@@ -4,8 +4,8 @@ The grid is every figure's runs (``medvit.figures.FIGURES``, each figure's ``pla
 run once even when several figures need it (Fig 1 and Fig 3 share fine-tuning runs). A run is an
 independent, idempotent job identified by its settings (experiment, dataset, model, init, repetition
 and the profile, whose results folder holds it): the job calls ``execute_run``, which appends one row
-to ``<results_dir>/<profile>/`` atomically. So a launch submits only the runs whose newest row is not
-``ok``, jobs may run anywhere that sees the results folder, and a killed job leaves its run missing
+to ``<results_dir>/<profile>/`` atomically. So a launch submits only the runs that have no ``ok`` row,
+jobs may run anywhere that sees the results folder, and a killed job leaves its run missing
 for the next launch.
 
 Both launchers go through submitit (``pip install "medvit[cluster]"``):
@@ -64,7 +64,8 @@ def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
 
 
 def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:
-    """``run_id -> (state, reason)``: the newest row's status (ok | unavailable | failed), else ``missing``."""
+    """``run_id -> (state, reason)``: the status of the row that counts (``ResultsStore.rows``: the newest ``ok``
+    row, else the newest row; ok | unavailable | failed), else ``missing``."""
     rows = results_store(params).rows()
     newest = {r["run_id"]: (r["status"], r["reason"] if isinstance(r.get("reason"), str) else "")
               for r in rows.to_dict("records")}
@@ -72,7 +73,7 @@ def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:
 
 
 def pending_runs(params: Params, figures: list[str] | None = None, force: bool = False) -> list[Run]:
-    """The grid's runs that are not done (newest row not ``ok``: missing, failed or unavailable, since
+    """The grid's runs that are not done (no ``ok`` row: missing, failed or unavailable, since
     weights may have been provided since); every run with ``force``."""
     runs = grid_runs(params, figures)
     if force:
@@ -91,12 +92,12 @@ def waves(runs: list[Run]) -> list[list[Run]]:
 def execute_job(run: Run, params: Params, force: bool = False) -> dict:
     """What one job does: ``execute_run`` unless the run is already done (jobs are idempotent), and a
     short summary back to the launcher. A failing run raises (its ``failed`` row is written first)."""
-    store = results_store(params)
-    if not force and run.run_id in store.done():
-        return {"run_id": run.run_id, "status": "ok", "skipped": True}
-    row = execute_run(run, params, store)
+    row = execute_run(run, params, results_store(params), force=force)
+    if row.get("skipped") == "claimed":  # another live process is doing it: this job has nothing to do
+        return {"run_id": run.run_id, "status": "ok", "skipped": True, "holder": row["holder"]}
     return {"run_id": run.run_id, "status": row["status"], "value": row.get("value"),
-            "wall_time_s": row.get("wall_time_s"), "reason": row.get("reason", ""), "skipped": False}
+            "wall_time_s": row.get("wall_time_s"), "reason": row.get("reason", ""),
+            "skipped": row.get("skipped") == "done"}
 
 
 @dataclass

@@ -7,8 +7,6 @@ which figure asks for what.
 """
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +16,7 @@ import torch
 
 from .data import DataMissing, cached, create_dataset, resize_size
 from .params import Params, settings_hash
-from .results import run_id
+from .results import atomic_torch_save, run_id
 
 
 class RunUnavailable(RuntimeError):
@@ -107,15 +105,8 @@ def checkpoint_path(params: Params, run: Run) -> Path:
 def save_checkpoint(model, run: Run, params: Params) -> Path:
     """The model's weights with the run and its params, written under a unique temporary name and renamed
     (two processes saving the same run never collide; a reader sees a whole file or none)."""
-    path = checkpoint_path(params, run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    try:
-        torch.save({"state_dict": model.state_dict(), "run": run.__dict__, "params": params.to_dict()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_torch_save({"state_dict": model.state_dict(), "run": run.__dict__, "params": params.to_dict()},
+                             checkpoint_path(params, run))
 
 
 def load_checkpoint(params: Params, run: Run, build: Callable, device="cpu"):

@@ -48,19 +48,20 @@ def test_launch_params_resolve_a_relative_results_dir_against_the_repository_as_
     assert launch_params("smoke", tmp_path).results_dir == str(tmp_path)
 
 
-def test_pending_runs_are_the_runs_whose_newest_row_is_not_ok(tmp_path):
+def test_pending_runs_are_the_runs_without_an_ok_row(tmp_path):
     params = launch_params("smoke", tmp_path, fig1_inits=["random"])
     runs = grid_runs(params, ["fig1"])
     store = ResultsStore(tmp_path / "smoke")
     store.append(_row(runs[0], "failed"))
-    store.append(_row(runs[0], "ok"))  # newest row ok: done
+    store.append(_row(runs[0], "ok"))  # an ok row: done
     store.append(_row(runs[1], "unavailable"))
-    store.append(_row(runs[2], "ok"))
-    store.append(_row(runs[2], "failed"))  # newest row failed: pending again
+    store.append(_row(runs[2], "failed"))  # only failures: pending again
+    store.append(_row(runs[3], "ok"))
+    store.append(_row(runs[3], "failed"))  # a later failure (another process's try) does not hide the ok row
     states = run_states(params, runs)
-    assert [states[r.run_id][0] for r in runs] == ["ok", "unavailable", "failed", "missing"]
+    assert [states[r.run_id][0] for r in runs] == ["ok", "unavailable", "failed", "ok"]
     assert states[runs[1].run_id][1] == "because unavailable"
-    assert pending_runs(params, ["fig1"]) == runs[1:]
+    assert pending_runs(params, ["fig1"]) == runs[1:3]
     assert pending_runs(params, ["fig1"], force=True) == runs
 
 

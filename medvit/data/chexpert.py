@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError, DataMissing, DatasetInfo, ImageDataset
-from .csv_folder import read_csv
+from .csv_folder import read_csv, require_filled
 from .registry import register_dataset, require_root
 
 FINDINGS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -92,7 +92,8 @@ def chexpert_folder(root: Path) -> Path:
 def load_chexpert(split: str, root=None) -> ImageDataset:
     folder = require_root("chexpert", root, HOW_TO_GET)
     folder = chexpert_folder(Path(folder))
-    df = read_csv(folder / "train.csv", ["Path", *FINDINGS])
+    df = read_csv(folder / "train.csv", ["Path", *FINDINGS], text_columns=["Path"])
+    require_filled(df, ["Path"], folder / "train.csv", "an image path")  # blank findings are allowed (U-Zeros)
     labels = chexpert_labels(df)
     rows = chexpert_split(df["Path"], split)
     paths = [str(folder.joinpath(*p.split("/")[1:])) for p in df["Path"].to_numpy()[rows]]

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError, DatasetInfo, ImageDataset, require_dir, require_file
-from .csv_folder import read_csv
+from .csv_folder import read_csv, require_filled
 from .registry import register_dataset, require_root
 from .split import authors_split
 
@@ -100,7 +100,9 @@ def cbis_images(csvs: list[Path]) -> pd.DataFrame:
     """One row per image (columns patient_id, image, label) from case-description CSVs (one row per abnormality)."""
     frames = []
     for csv in csvs:
-        df = read_csv(csv, CBIS_COLUMNS)
+        df = read_csv(csv, CBIS_COLUMNS, text_columns=CBIS_COLUMNS)
+        require_filled(df, ["pathology"], csv, f"one of {sorted(PATHOLOGY_LABELS)}")
+        require_filled(df, ["patient_id", "image file path"], csv)
         pathology = df["pathology"].astype(str).str.strip()
         unknown = sorted(set(pathology) - set(PATHOLOGY_LABELS))
         if unknown:

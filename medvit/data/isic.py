@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError, DataMissing, DatasetInfo, ImageDataset, require_file
-from .csv_folder import ISIC_MEAN, ISIC_STD, read_csv
+from .csv_folder import ISIC_MEAN, ISIC_STD, read_csv, require_filled
 from .registry import register_dataset, require_root
 from .split import authors_split
 
@@ -73,8 +73,11 @@ def load_isic2019(split: str, root=None) -> ImageDataset:
     folder = require_root("isic2019", root, HOW_TO_GET)
     folder = Path(folder)
     csv = require_file(folder / GROUND_TRUTH, "isic2019 ground truth", HOW_TO_GET)
-    df = read_csv(csv, ["image", *CLASSES])
-    labels = one_hot_labels(df, CLASSES if "UNK" not in df.columns else (*CLASSES, "UNK"), csv)
+    df = read_csv(csv, ["image", *CLASSES], text_columns=["image"])
+    columns = CLASSES if "UNK" not in df.columns else (*CLASSES, "UNK")
+    require_filled(df, ["image"], csv, "an image id")
+    require_filled(df, columns, csv, "0 or 1 (one-hot)")
+    labels = one_hot_labels(df, columns, csv)
     if (labels == len(CLASSES)).any():
         i = int(np.flatnonzero(labels == len(CLASSES))[0])
         raise DataError(f"{csv}: row {i} (image {df['image'].iloc[i]!r}) is labelled UNK, which the training "

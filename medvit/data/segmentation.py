@@ -175,16 +175,31 @@ def resized(dataset: SegmentationDataset, size: int) -> SegmentationDataset:
     n, channels = len(dataset), dataset.info.channels
     images = np.empty((n, size, size, channels), dtype=np.uint8)
     masks = np.empty((n, size, size), dtype=bool)
+    unreadable = []  # every unreadable image or mask is reported, not only the first
     for i in tqdm(range(n), desc=f"{dataset.info.name} ({dataset.split}): resizing to {size} px", leave=False):
         image_file = dataset.paths[i] if dataset.paths is not None else f"item {i}"
         mask_file = dataset.mask_paths[i] if dataset.mask_paths is not None else f"item {i}"
-        image = _resized_image(dataset, i, size)
-        mask = Image.fromarray(dataset.load_mask(i).astype(np.uint8) * 255)
+        try:
+            image = _resized_image(dataset, i, size)
+        except DataError as err:
+            unreadable.append(str(err))
+            image = None
+        try:
+            mask = Image.fromarray(dataset.load_mask(i).astype(np.uint8) * 255)
+        except DataError as err:
+            unreadable.append(str(err))
+            continue
+        if image is None:
+            continue
         if image[1] != mask.size:
             raise DataError(f"dataset {dataset.info.name!r}: image {image_file} is {image[1]} (w, h) but its mask "
                             f"{mask_file} is {mask.size}")
         images[i] = image[0].reshape(size, size, channels)
         masks[i] = np.asarray(mask.resize((size, size), Image.NEAREST)) > MASK_THRESHOLD
+    if unreadable:
+        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise DataError(f"{len(unreadable)} unreadable file(s) (images or masks) among the {n} items of "
+                        f"{dataset.info.name!r} ({dataset.split}): {'; '.join(unreadable[:5])}{more}")
     return SegmentationDataset(dataset.info, dataset.split, images=images, masks=masks, transform=dataset.transform)
 
 
