@@ -116,8 +116,10 @@ ISIC_UDA1 = DatasetInfo(
 @register_dataset("isic_uda1", "ISIC Archive UDA-1 dermoscopy, benign vs malignant (CSV + image folder)",
                   analogue_of="isic2019")
 def load_isic_uda1(split: str, root=None) -> ImageDataset:
-    how = ("Expected metadata.csv (image, diagnosis, benign_malignant) and images/<image>.jpg; "
-           "pass root= or set $MEDVIT_DATA_ROOT to the folder that holds isic_uda1/.")
+    how = ("Expected metadata.csv (image, diagnosis, benign_malignant) and images/<image>.jpg: the ISIC Archive's "
+           "collection UDA-1 (https://www.isic-archive.com; images and metadata, e.g. with the archive's isic-cli), "
+           "its metadata's image id column named image; pass root= or set $MEDVIT_DATA_ROOT to the folder that "
+           "holds isic_uda1/.")
     folder = require_root("isic_uda1", root, how)
     csv = require_file(Path(folder) / "metadata.csv", "isic_uda1 metadata", how)
     return csv_folder_dataset(ISIC_UDA1, split, csv, Path(folder) / "images", "image", "benign_malignant",
