@@ -114,3 +114,19 @@ def test_two_class_multiclass_roc_auc_is_the_positive_class_auc():
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     got = compute_metrics("multiclass", y, probs)["roc_auc"]
     assert got == pytest.approx(skm.roc_auc_score(y, probs[:, 1]))
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_multiclass_kappa_and_recall_follow_the_authors_calls_when_classes_are_missing():
+    """Kappa over every class index (class 2 absent from labels and predictions still spaces 1 and 3 by 2);
+    macro recall counts a class that is predicted but absent from the labels as recall 0."""
+    labels = np.array([0, 4, 0, 3, 0, 1, 1, 1])
+    pred = np.array([1, 0, 0, 0, 0, 3, 3, 3])
+    m = compute_metrics("multiclass", labels, np.eye(5)[pred])
+    assert m["quadratic_kappa"] == pytest.approx(
+        skm.cohen_kappa_score(labels, pred, labels=np.arange(5), weights="quadratic"))
+    assert m["quadratic_kappa"] != pytest.approx(skm.cohen_kappa_score(labels, pred, weights="quadratic"))
+    only_in_pred = np.array([0, 0, 1, 1, 2, 2])  # class 2 never in the labels
+    labels2 = np.array([0, 0, 1, 1, 1, 0])
+    m2 = compute_metrics("multiclass", labels2, np.eye(3)[only_in_pred])
+    assert m2["macro_recall"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
