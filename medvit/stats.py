@@ -215,12 +215,15 @@ def gap_table(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MARGIN
                 ok = s[s["status"] == "ok"]
                 if len(ok) < len(s) or s.empty:
                     notes.append(f"{model}: {len(ok)} of {len(s)} runs ok")
-                loaded[model] = []
+                loaded[model], missing = [], []
                 for r in ok.itertuples():
                     try:
                         loaded[model].append((r.run_id, load_predictions(root, r.run_id), r.metrics))
                     except FileNotFoundError:
-                        notes.append(f"{r.run_id}: no stored predictions")
+                        missing.append(r.run_id)
+                if missing:
+                    notes.append(f"{model}: {len(missing)} of {len(ok)} ok runs have no stored predictions "
+                                 f"(e.g. {missing[0]}; rerun with --force)")
             if loaded[cnn] and loaded[vit]:
                 first = loaded[cnn][0]
                 for run_id, pred, _ in loaded[cnn] + loaded[vit]:
