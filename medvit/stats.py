@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import stats
 
 from .metrics import UNDEFINED_AUC
 from .predictions import load_predictions
@@ -96,14 +96,15 @@ def _confusion_metric(metric: str, y: np.ndarray, s: np.ndarray, w: np.ndarray) 
 
 def _weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
     """ROC-AUC with sample weights for every row of ``w``: P(score of a positive > a negative's) + ½ P(tie)."""
-    values, index = np.unique(s, return_inverse=True)
-    n, u = len(s), len(values)
-    positive = y.astype(bool)
-    to_value = {k: sparse.csr_matrix((np.ones(mask.sum()), (np.flatnonzero(mask), index[mask])), shape=(n, u))
-                for k, mask in (("pos", positive), ("neg", ~positive))}
-    pos = np.asarray((to_value["pos"].T @ w.T).T)  # (B, U): weight of positives at each distinct score
-    neg = np.asarray((to_value["neg"].T @ w.T).T)
-    below = np.cumsum(neg, 1) - neg
+    order = np.argsort(s, kind="stable")
+    ranked = s[order]
+    positive = y.reshape(-1)[order].astype(bool)
+    ranked_w = w[:, order]
+    pos, neg = ranked_w * positive, ranked_w * ~positive
+    if (ranked[1:] == ranked[:-1]).any():  # tied scores: one column per distinct score
+        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+        pos, neg = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
+    below = np.cumsum(neg, 1) - neg  # negatives' weight strictly below each score
     pairs = pos.sum(1) * neg.sum(1)
     wins = (pos * (below + 0.5 * neg)).sum(1)
     return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1.0), UNDEFINED_AUC)
