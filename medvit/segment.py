@@ -151,10 +151,11 @@ class Segmentation:
         return segmentation_loss(outputs, y)
 
     def evaluate(self, model, split: str, device: torch.device, precision: Precision,
-                 channels_last: bool) -> dict[str, float]:
+                 channels_last: bool) -> tuple[dict[str, float], None]:
         ds = getattr(self, split)
         ds = ds.with_transform(create_segmentation_transform(ds.info, self.img_size, train=False))
-        return evaluate_segmentation(model, ds, self.batch_size, device, precision, channels_last, self.num_workers)
+        return evaluate_segmentation(model, ds, self.batch_size, device, precision, channels_last,
+                                     self.num_workers), None
 
 
 def train_segmentation(model, train: SegmentationDataset, val: SegmentationDataset, test: SegmentationDataset,

@@ -102,8 +102,9 @@ class Task(Protocol):
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
 
     def evaluate(self, model, split: str, device: torch.device, precision: Precision,
-                 channels_last: bool) -> dict[str, float]:
-        """Metrics of ``model`` on ``split`` ("val" or "test")."""
+                 channels_last: bool) -> tuple[dict[str, float], np.ndarray | None]:
+        """Metrics of ``model`` on ``split`` ("val" or "test"), and the per-image scores where the task has
+        them (kept for the test split: the paired statistics of docs/protocol.md §14 resample them)."""
 
 
 @dataclass
@@ -118,6 +119,7 @@ class FitResult:
     precision: str = "fp32"
     wall_time_s: float = 0.0
     fast_path: bool = False  # classification: which input path ran
+    test_scores: np.ndarray | None = None  # per test image, where the task gives scores (classification)
 
 
 @dataclass
@@ -223,7 +225,7 @@ def fit(model, task: Task, config: TrainConfig, seed: int = 0, device: str | tor
         label = f"{getattr(model, 'name', type(model).__name__)} {task.name} epoch {epoch}/{config.epochs}"
         loss_sum = train_epoch(state, config, epoch, label=label, progress=progress)
         result.train_loss.append(float(loss_sum) / len(state.batches))  # one host sync per epoch
-        val_metrics = evaluate("val")
+        val_metrics, _ = evaluate("val")
         result.val_history.append(val_metrics)
         if val_metrics[task.target] > best_val:  # NaN never wins
             best_val, result.best_epoch = val_metrics[task.target], epoch
@@ -231,7 +233,7 @@ def fit(model, task: Task, config: TrainConfig, seed: int = 0, device: str | tor
     if best_state is None:  # every validation score was NaN: report the last epoch, honestly labelled
         result.best_epoch, best_state = config.epochs, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    result.test_metrics = evaluate("test")
+    result.test_metrics, result.test_scores = evaluate("test")
     result.best_val = best_val
     result.wall_time_s = time.perf_counter() - start
     return result
@@ -403,9 +405,10 @@ class Classification:
                        device=device, precision=precision, channels_last=channels_last, num_workers=self.num_workers)
 
     def evaluate(self, model, split: str, device: torch.device, precision: Precision,
-                 channels_last: bool) -> dict[str, float]:
+                 channels_last: bool) -> tuple[dict[str, float], np.ndarray]:
         ds = getattr(self, split)
-        return compute_metrics(ds.info.task, ds.labels, self.scores(model, split, device, precision, channels_last))
+        scores = self.scores(model, split, device, precision, channels_last)
+        return compute_metrics(ds.info.task, ds.labels, scores), scores
 
 
 def finetune(model, train: ImageDataset, val: ImageDataset, test: ImageDataset, config: TrainConfig,

@@ -47,12 +47,12 @@ def test_reproduce_resumes_without_redoing_finished_runs(tmp_path, capsys):
     first = runs[: len(runs) // 2]
     for run in first:  # the part that finished before an interruption
         execute_run(run, params, results_store(params))
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
     rows = medvit.run_experiment(params, "fig1", progress=False)
     out = capsys.readouterr().out
     assert f"{len(runs) - len(first)} run now, {len(first)} taken from" in out
     assert len(rows) == len(runs) and set(rows["status"]) == {"ok"}
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
     assert all(after[p] == t for p, t in before.items()), "finished rows were rewritten"
     assert len(after) == len(runs), "one row file per run"
 

@@ -111,4 +111,6 @@ def require_root(subdir: str, root: str | os.PathLike | None, how_to_get: str) -
     folder = data_root(subdir, root)
     if folder is None:
         raise DataMissing(f"{subdir}: no data root given (pass root= or set ${DATA_ROOT_ENV}). {how_to_get}")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{subdir}: data root {folder} is a file, not a folder. {how_to_get}")
     return folder

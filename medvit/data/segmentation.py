@@ -1,16 +1,17 @@
-"""Segmentation datasets (Fig 2, paper-spec §6): images with binary foreground masks.
+"""Segmentation datasets (Fig 2, docs/protocol.md §9): images with binary foreground masks.
 
 A :class:`SegmentationDataset` holds images (uint8 N×H×W×C array, or files) and masks (bool N×H×W
 array, or files) with a :class:`DatasetInfo` (task ``binary``: one foreground logit per pixel,
 target metric ``dice``). Its transform is *joint*: torchvision ``transforms.v2`` applied to a
 ``tv_tensors.Image`` and a ``tv_tensors.Mask`` together, so every geometric step (resize, crop, flips)
 is the same for both (masks resampled with nearest neighbour) and colour jitter and normalisation touch
-the image only. The steps are the classification pipeline's (paper-spec §3, ``data.transforms``).
+the image only. The steps are the classification pipeline's (docs/protocol.md §3, ``data.transforms``).
 
 Registered [ours; segmentation datasets are not verified from any source]:
 - ``ph2``: PH2 dermoscopy (``images/<id>.png`` or ``.jpg``, ``masks/<id>_lesion.png`` 0/255, as
   ``medvit data prepare ph2`` converts the official release), 200 images; split =
-  ``authors_split(200, 0.3)`` of the sorted ids → 140 / 30 / 30; mean/std computed over all 200 images.
+  ``authors_split(200, 0.3)`` of the sorted ids → 140 / 30 / 30; mean/std computed by
+  :func:`channel_stats` from the 140 training images (never the val or test images).
 - ``isic2018_task1``: ISIC 2018 Task 1 (``ISIC2018_Task1-2_Training_Input/ISIC_<id>.jpg``,
   ``ISIC2018_Task1_Training_GroundTruth/ISIC_<id>_segmentation.png``), 2,594 images; split =
   ``authors_split(N, 0.2)`` of the sorted ids → 2076 / 259 / 259; ISIC2019 mean/std.
@@ -19,6 +20,7 @@ Registered [ours; segmentation datasets are not verified from any source]:
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,7 @@ from .transforms import CROP_SCALE, JITTER, JITTER_P, resize_size
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_THRESHOLD = 127  # mask pixel > 127 is foreground (masks are 0/255)
-PH2_MEAN, PH2_STD = (0.7530, 0.5766, 0.4887), (0.1973, 0.1944, 0.1997)  # over all 200 PH2 images
+STATS_SIZE = 256  # normalisation statistics are taken after the pipeline's first step, the 256 px resize
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -142,7 +144,7 @@ class JointTransform:
 
 def create_segmentation_transform(info: DatasetInfo, img_size: int = 224, train: bool = False,
                                   normalize: bool = True) -> JointTransform:
-    """The paper's pipeline (paper-spec §3) applied jointly to image and mask.
+    """The paper's pipeline (docs/protocol.md §3) applied jointly to image and mask.
 
     Resize to ``resize_size(img_size)`` square; train: RandomResizedCrop(scale 0.8–1.2), vertical and
     horizontal flips, ColorJitter (image only) with p=0.8; eval: CenterCrop. Then the image is scaled
@@ -249,9 +251,30 @@ def _folder(name: str, root, how: str) -> Path:
     return require_dir(require_root(name, root, how), f"{name} dataset", how)
 
 
-PH2 = segmentation_info("ph2", 3, PH2_MEAN, PH2_STD,
-                        "PH2 dermoscopy (200 images) with expert lesion masks; split authors_split(200, 0.3) "
-                        "of the sorted ids (140/30/30) [ours]; mean/std over all 200 images")
+def channel_stats(dataset: SegmentationDataset, size: int = STATS_SIZE) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) of the pixels, scaled to [0, 1], of every image of ``dataset`` resized to
+    ``size × size`` (the pipeline's first step, so every image weighs the same); std over all pixels
+    (population, ddof 0), rounded to 4 decimals (as the paper's datasets' statistics are published). Give it
+    the training split only: the statistics must not see validation or test images."""
+    if len(dataset) == 0:
+        raise DataError(f"dataset {dataset.info.name!r} ({dataset.split}): no images to compute mean/std from")
+    total = np.zeros(dataset.info.channels)
+    total_sq = np.zeros(dataset.info.channels)
+    for i in tqdm(range(len(dataset)), desc=f"{dataset.info.name} ({dataset.split}): mean/std", leave=False):
+        x = _resized_image(dataset, i, size)[0].reshape(-1, dataset.info.channels).astype(np.float64) / 255
+        total += x.sum(0)
+        total_sq += (x ** 2).sum(0)
+    n = len(dataset) * size * size
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+@functools.lru_cache(maxsize=8)
+def _ph2_train_stats(image_dir: str, mask_dir: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    unnormalised = segmentation_info("ph2", 3, (0.0,) * 3, (1.0,) * 3, "PH2 (for its mean/std)")
+    train = image_mask_folder(unnormalised, "train", image_dir, mask_dir, mask_suffix="_lesion", val_size=0.3)
+    return channel_stats(train)
 
 
 PH2_HOW = ("Expected images/<id>.png (or .jpg) and masks/<id>_lesion.png (0/255), as `medvit data prepare ph2 "
@@ -261,15 +284,19 @@ PH2_HOW = ("Expected images/<id>.png (or .jpg) and masks/<id>_lesion.png (0/255)
 
 
 @register_dataset("ph2", "PH2 dermoscopy lesion segmentation (200 images + masks; split authors_split(200, 0.3) "
-                         "of the sorted ids: 140/30/30)", subdir="ph2")
+                         "of the sorted ids: 140/30/30; mean/std of the training images)", subdir="ph2")
 def load_ph2(split: str, root=None) -> SegmentationDataset:
     folder = _folder("ph2", root, PH2_HOW)
     release = next((f for f in (folder, folder / "PH2Dataset") if (f / "PH2 Dataset images").is_dir()), None)
     if release is not None and not (folder / "images").is_dir():
         raise DataError(f"ph2: {release} holds the official PH2 release, which medvit reads once converted: run "
                         f"`medvit data prepare ph2 {release} --out <folder>` and use that folder.")
-    return image_mask_folder(PH2, split, folder / "images", folder / "masks", mask_suffix="_lesion", val_size=0.3,
-                             how=PH2_HOW)
+    images, masks = folder / "images", folder / "masks"
+    mean, std = _ph2_train_stats(str(images), str(masks))
+    info = segmentation_info("ph2", 3, mean, std,
+                             "PH2 dermoscopy (200 images) with expert lesion masks; split authors_split(200, 0.3) "
+                             "of the sorted ids (140/30/30) [ours]; mean/std computed from the 140 training images")
+    return image_mask_folder(info, split, images, masks, mask_suffix="_lesion", val_size=0.3, how=PH2_HOW)
 
 
 ISIC2018 = segmentation_info("isic2018_task1", 3, ISIC_MEAN, ISIC_STD,

@@ -5,10 +5,13 @@ Book page: ``book/notebooks/fig1_finetune_knn``; figure and table: ``medvit.plot
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..data import create_transform
 from ..knn import knn_evaluate
 from ..models import create_model
 from ..params import Params
+from ..predictions import save_features, save_predictions
 from ..runs import Experiment, Run, checkpoint_path, grid, load_checkpoint, load_splits, save_checkpoint
 from ..train import finetune, seed_everything
 from .departures import classification_departures
@@ -18,6 +21,11 @@ TITLE = "Fig 1 — Fine-tuning and k-NN: ResNet50 vs DeiT-S"
 NOTEBOOK = "fig1_finetune_knn"
 
 DATA = ("seed", "dataset_options", "img_size", "train_subset")
+
+
+def store_root(params: Params) -> Path:
+    """The profile's results folder, where predictions and features are stored beside the rows."""
+    return Path(params.results_dir) / params.profile
 
 
 def _finetune(run: Run, params: Params, device) -> dict:
@@ -31,6 +39,7 @@ def _finetune(run: Run, params: Params, device) -> dict:
                    device=device, precision=params.precision, compile=params.compile, num_workers=params.num_workers)
     if run.repetition < params.checkpoint_repetitions:
         save_checkpoint(model, run, params)
+    save_predictions(store_root(params), run.run_id, splits["test"].labels, res.test_scores)
     return {"metric": info.target_metric, "value": res.test_metrics[info.target_metric],
             "metrics": res.test_metrics, "split": "test", "epochs": params.train.epochs,
             "best_epoch": res.best_epoch, "best_val": res.best_val, "iterations": res.iterations,
@@ -48,6 +57,10 @@ def _knn(run: Run, params: Params, device) -> dict:
                        k=params.knn_k, temperature=params.knn_temperature, device=device,
                        num_workers=params.num_workers)
     m = out["metrics"]
+    root = store_root(params)
+    save_predictions(root, run.run_id, splits["test"].labels, out["scores"])
+    save_features(root, run.run_id, out["train_features"], splits["train"].label_matrix(), out["test_features"],
+                  splits["test"].labels)
     return {"metric": info.target_metric, "value": m[info.target_metric], "metrics": m, "split": "test",
             "k": params.knn_k, "temperature": params.knn_temperature, "n_train": len(splits["train"]),
             "n_params": sum(p.numel() for p in model.parameters())}

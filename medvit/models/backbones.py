@@ -264,6 +264,24 @@ def _to_one_channel(net: nn.Module, family: str) -> None:
     setattr(parent, attr, new)
 
 
+def _build_random(spec: BackboneSpec, in_chans: int, **kw) -> nn.Module:
+    """A randomly initialised timm network with the authors' random init (docs/protocol.md §7).
+
+    ResNets: torchvision's ``resnet*(weights=None)`` init, which the authors build: convolutions
+    Kaiming-normal (fan_out, ReLU), BatchNorm scale 1 and shift 0, the classifier PyTorch's default
+    ``nn.Linear`` init, and **no** zero-init of the last BatchNorm of each residual block (timm's default,
+    ``zero_init_last=True``, is turned off). A 1-channel stem is a fresh ``nn.Conv2d`` with PyTorch's
+    default init, as the authors' ``modify_first_layer`` rebuilds it. ViTs: timm's init, whose differences
+    from the authors' (DINO's copy of timm's ViT) are listed in docs/protocol.md §7.
+    """
+    if spec.family != "resnet":
+        return timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, **kw)
+    net = timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, zero_init_last=False, **kw)
+    if in_chans != 3:
+        net.conv1.reset_parameters()  # the authors' rebuilt stem: nn.Conv2d(in_chans, ...) as constructed
+    return net
+
+
 def create_model(name: str, init: str = "random", num_outputs: int = 0, in_chans: int = 3,
                  img_size: int = 224, weights_file: str | os.PathLike | None = None,
                  output_stride: int | None = None) -> Backbone:
@@ -289,7 +307,7 @@ def create_model(name: str, init: str = "random", num_outputs: int = 0, in_chans
     if tag is None:
         if weights_file is not None:
             raise ModelError(f"weights_file={weights_file!r} was given with init='random'; name the init it holds")
-        net = timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, **kw)
+        net = _build_random(spec, in_chans, **kw)
     else:
         net = _build_pretrained(spec, init, tag, _weights_source(tag, weights_file), **kw)
         if in_chans == 1:

@@ -1,7 +1,12 @@
 """Fig 1: ResNet50 vs DeiT-S × {random, ImageNet, DINO}, after fine-tuning and with k-NN.
 
 Bars are the median over repetitions, error bars the standard deviation, as in the paper; the
-paper's own numbers (CVAMD Table 1, fine-tuning) are drawn as black diamonds on the paper's datasets.
+paper's own numbers (CVAMD Table 1, fine-tuning) are drawn as black diamonds on the paper's datasets,
+hollow where the paper's init is not ours (its "DINO" is ImageNet weights then in-domain DINO; ours is
+the off-the-shelf DINO checkpoint: docs/protocol.md §13), with the caveat under the figure and beside
+the number in the table. ``fig1_verdicts`` gives the gap ResNet50 − DeiT-S with its interval and the
+claims' verdicts (``medvit.stats``); ``knn_sensitivity_table`` the k-NN metric over k and T from the
+runs' stored features.
 """
 from __future__ import annotations
 
@@ -10,15 +15,20 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..knn import SENSITIVITY_KS, SENSITIVITY_TEMPERATURES, knn_sensitivity
 from ..paper import paper_counterpart, paper_results
-from .tables import EVALUATION_NAMES, INIT_NAMES, format_score, summary_table
+from ..predictions import load_features
+from ..stats import FIG1_PAIRS, MARGIN, N_RESAMPLES, task_of
+from .tables import EVALUATION_NAMES, INIT_NAMES, format_score, summary_table, verdict_table
 
 EVALUATIONS = ("finetune", "knn")
 
 
 def fig1_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Ours (median ± std, n) beside the paper's number: the difference where the dataset is the paper's,
-    the analogue's number (no difference) where ours is an analogue such as RetinaMNIST ~ APTOS2019."""
+    """Ours (median ± std, n) beside the paper's number: the difference where the dataset and the init are
+    the paper's, the analogue's number (no difference) where ours is an analogue such as RetinaMNIST ~
+    APTOS2019. Where the paper's init is not ours (DINO), "caveat" says what it was and no difference is
+    given."""
     table = summary_table(rows)
     if table.empty:
         return table
@@ -29,13 +39,16 @@ def fig1_table(rows: pd.DataFrame) -> pd.DataFrame:
         key = (r.experiment, counterpart, r.model, r.init)
         p = paper.loc[key] if counterpart and key in paper.index else None
         paper_txt = format_score(p["median"], p["std"]) if p is not None else ""
-        diff = r.median - p["median"] if p is not None and relation == "same" and r.status == "ok" else np.nan
+        same_init = p is None or bool(p["same_init"])
+        diff = (r.median - p["median"] if p is not None and relation == "same" and same_init and r.status == "ok"
+                else np.nan)
         out.append({"dataset": r.dataset, "evaluation": EVALUATION_NAMES.get(r.experiment, r.experiment),
                     "model": r.model, "init": INIT_NAMES.get(r.init, r.init), "metric": r.metric or "",
                     "ours": r.ours,
                     "paper": paper_txt,
                     "paper dataset": "" if p is None else (counterpart if relation == "same"
                                                            else f"{counterpart} (analogue: not the same data)"),
+                    "caveat": "" if same_init else p["note"],
                     "ours − paper": "" if np.isnan(diff) else f"{diff:+.3f}"})
     return pd.DataFrame(out)
 
@@ -50,6 +63,7 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
     palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
     paper = paper_results()
     width = 0.8 / max(len(models), 1)
+    other_init = set()  # the notes of paper values whose init is not ours
     for i, ev in enumerate(evaluations):
         for j, ds in enumerate(datasets):
             ax = axes[i, j]
@@ -68,8 +82,11 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
                                 fontsize=8, color="0.4", transform=ax.get_xaxis_transform())
                     p = paper[(paper["evaluation"] == ev) & (paper["dataset"] == ds) & (paper["model"] == model)
                               & (paper["init"] == init)]
-                    if len(p):
-                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, label="paper" if (x, k) == (0, 0) else None)
+                    if len(p) and bool(p["same_init"].iloc[0]):
+                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, label="paper")
+                    elif len(p):
+                        other_init.add(p["note"].iloc[0])
+                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, mfc="none", label="paper (other init)")
             ax.set_xticks(range(len(inits)), [INIT_NAMES.get(n, n) for n in inits])
             ax.set_xlim(-0.5, len(inits) - 0.5)  # every init's slot, drawn or not
             ax.set_title(f"{ds} — {EVALUATION_NAMES.get(ev, ev)}", fontsize=10)
@@ -80,5 +97,49 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    caveat = "".join(f"\nHollow diamonds: {note}." for note in sorted(other_init))
+    if caveat:
+        fig.text(0.01, 0.005, caveat.strip(), fontsize=8, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight() if caveat else 0, 0.82, 1))  # caveat: half an inch
     return fig
+
+
+def fig1_verdicts(rows: pd.DataFrame, root, margin: float = MARGIN, n_resamples: int = N_RESAMPLES,
+                  seed: int = 0) -> pd.DataFrame:
+    """Per evaluation × dataset × init: the gap ResNet50 − DeiT-S with its 95% interval, the number of test
+    images and repetitions, and the verdict on the paper's claim (``medvit.stats.gap_table``); ``root`` is
+    the results store's root (where the runs' predictions are)."""
+    return verdict_table(rows, root, FIG1_PAIRS, margin=margin, n_resamples=n_resamples, seed=seed)
+
+
+def knn_sensitivity_table(rows: pd.DataFrame, root, ks=SENSITIVITY_KS, temperatures=SENSITIVITY_TEMPERATURES
+                          ) -> pd.DataFrame:
+    """The k-NN target metric (median over repetitions) for every k × T, from the runs' stored features.
+
+    One line per dataset × model × init: the bank size, the run's own (k, T), and a column per
+    ``k=…, T=…``; a setting without stored features (runs made before features were stored) says so.
+    """
+    if rows.empty:
+        return pd.DataFrame()
+    knn = rows[(rows["experiment"] == "knn") & (rows["status"] == "ok")]
+    out = []
+    for (dataset, model, init), g in knn.groupby(["dataset", "model", "init"], sort=False):
+        tables, missing = [], []
+        for r in g.itertuples():
+            try:
+                features = load_features(root, r.run_id)
+            except FileNotFoundError:
+                missing.append(r.run_id)
+                continue
+            tables.append(knn_sensitivity(features, task_of(r.metrics), r.metric, ks, temperatures))
+        line = {"dataset": dataset, "model": model, "init": INIT_NAMES.get(init, init),
+                "metric": g["metric"].iloc[0], "run's k, T": f"{int(g['k'].iloc[0])}, {g['temperature'].iloc[0]:g}",
+                "bank": "", "repetitions": len(tables)}
+        if tables:
+            both = pd.concat(tables)
+            line["bank"] = int(both["bank"].iloc[0])
+            medians = both.groupby(["k", "temperature"], sort=False)["value"].median()
+            line.update({f"k={k}, T={t}": f"{v:.3f}" for (k, t), v in medians.items()})
+        line["note"] = f"no stored features for {', '.join(missing)}" if missing else ""
+        out.append(line)
+    return pd.DataFrame(out)
