@@ -1,4 +1,4 @@
-"""Mean attention distance per head and block (paper Fig 5; docs/protocol.md §8).
+"""Mean attention distance per head and block (paper Fig 5; docs/protocol.md §11).
 
 Following Dosovitskiy et al. (2021), the distance of head ``h`` in block ``ℓ`` is the mean over query
 patches ``q`` and images of ``Σ_k A[q, k] · ‖pos(q) − pos(k)‖`` in pixels, ``pos`` being patch centres.
@@ -53,7 +53,7 @@ def uniform_attention_distance(grid_hw: tuple[int, int], patch_size: int) -> flo
 
 def mean_attention_distance(attn: torch.Tensor, grid_hw: tuple[int, int], patch_size: int,
                             num_prefix_tokens: int) -> torch.Tensor:
-    """(heads,) mean attention distance in pixels over the images of one batch (docs/protocol.md §8)."""
+    """(heads,) mean attention distance in pixels over the images of one batch (docs/protocol.md §11)."""
     return attention_distance(attn, grid_hw, patch_size, num_prefix_tokens).mean(0)
 
 

@@ -1,4 +1,4 @@
-"""Saliency for Fig 4 (docs/protocol.md §7): Grad-CAM for CNNs, the CLS token's attention for ViTs.
+"""Saliency for Fig 4 (docs/protocol.md §10): Grad-CAM for CNNs, the CLS token's attention for ViTs.
 
 * CNNs: Grad-CAM (pytorch-grad-cam's ``GradCAM``) at ``model.saliency_layer()`` (the last bottleneck
   block, ResNet ``layer4[-1]``) for a target class: by default the predicted class; a one-logit binary
@@ -88,7 +88,7 @@ def gradcam(model, images: torch.Tensor, targets: list[int] | None = None) -> np
 
 def top_mass_mask(weights: torch.Tensor, mass: float = TOP_MASS) -> torch.Tensor:
     """The smallest set of cells holding at least ``mass`` of the total, over the last two dims (…, h, w):
-    cells sorted by weight, kept while the mass before them is below the threshold (paper-spec §6)."""
+    cells sorted by weight, kept while the mass before them is below the threshold (docs/protocol.md §10)."""
     flat = weights.flatten(-2).double()
     values, order = flat.sort(-1, descending=True)
     before = values.cumsum(-1) - values

@@ -1,11 +1,11 @@
-"""Segmentation (Fig 2, docs/protocol.md §6): Dice/IoU, and DeepLabV3 training as a task of the one loop.
+"""Segmentation (Fig 2, docs/protocol.md §9): Dice/IoU, and DeepLabV3 training as a task of the one loop.
 
 Metrics: Dice and IoU of the foreground, computed per image at the network's resolution (the eval
 pipeline's resized, centre-cropped mask) and then averaged over images. **Empty-mask convention**
 [ours]: an image whose ground truth and prediction are both empty scores Dice = IoU = 1 (perfect
 agreement); an empty ground truth with any predicted foreground scores 0.
 
-Training is :func:`medvit.train.fit`, the classification protocol (docs/protocol.md §3), with
+Training is :func:`medvit.train.fit`, the classification protocol (docs/protocol.md §4–§5), with
 :class:`Segmentation` as its task: joint image/mask augmentation, the best-validation-Dice checkpoint.
 Loss [ours]: BCE-with-logits on one foreground channel (cross-entropy when the model has two or more
 output channels, channel 1 = foreground).

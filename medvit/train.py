@@ -1,4 +1,4 @@
-"""One training loop for every task (docs/protocol.md §3), and fine-tuning of a classifier on it.
+"""One training loop for every task (docs/protocol.md §4–§5), and fine-tuning of a classifier on it.
 
 :func:`fit` is the authors' protocol: Adam (weight decay off biases and 1-D parameters, timm's
 ``param_groups_weight_decay``), a linear warm-up from ``warmup_lr`` then per-iteration cosine decay to
@@ -249,7 +249,7 @@ def _raise_if_nonfinite(state: TrainingState, epoch: int) -> None:
 
 # ---------------------------------------------------------------- classification
 def task_loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE for multiclass, BCE-with-logits for binary (one logit) and multilabel (docs/protocol.md §2)."""
+    """CE for multiclass, BCE-with-logits for binary (one logit) and multilabel (docs/protocol.md §4)."""
     if task == "multiclass":
         return F.cross_entropy(logits.float(), labels.long())
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float().reshape(logits.shape))

@@ -1,4 +1,4 @@
-"""Mean attention distance (paper Fig 5, paper-spec §6): the pure function and the collecting loop."""
+"""Mean attention distance (paper Fig 5, docs/protocol.md §11): the pure function and the collecting loop."""
 import itertools
 import math
 

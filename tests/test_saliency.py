@@ -1,4 +1,4 @@
-"""Fig 4 saliency (paper-spec §6): Grad-CAM for CNNs, CLS attention and its top-50% mask for ViTs,
+"""Fig 4 saliency (docs/protocol.md §10): Grad-CAM for CNNs, CLS attention and its top-50% mask for ViTs,
 the model resolution (fine-tuned checkpoint, else pretrained backbone, else a reason) and the explorer."""
 import itertools
 

@@ -1,4 +1,4 @@
-"""Fig 2 segmentation (paper-spec §6): DeepLabV3 models, Dice/IoU, joint augmentation, datasets, the experiment."""
+"""Fig 2 segmentation (docs/protocol.md §9): DeepLabV3 models, Dice/IoU, joint augmentation, datasets, the experiment."""
 import matplotlib
 import numpy as np
 import pytest

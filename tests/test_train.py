@@ -1,4 +1,4 @@
-"""Fine-tuning (paper-spec §3): the synthetic set is learnable, the best-validation checkpoint's test
+"""Fine-tuning (docs/protocol.md §4): the synthetic set is learnable, the best-validation checkpoint's test
 metrics are reported, a non-finite loss stops the run naming the step, and the learning rate follows
 the linear warm-up from 1e-8 then per-iteration cosine decay to 1e-6."""
 from __future__ import annotations
@@ -134,7 +134,7 @@ class RecordingAdam(torch.optim.Adam):
 
 
 def spec_lr(t: int, total: int, warmup: int, lr=1e-4, warmup_lr=1e-8, min_lr=1e-6) -> float:
-    """paper-spec §3: linear warm-up from 1e-8 over ``warmup`` iterations, then cosine to 1e-6."""
+    """docs/protocol.md §4: linear warm-up from 1e-8 over ``warmup`` iterations, then cosine to 1e-6."""
     if t < warmup:
         return warmup_lr + t * (lr - warmup_lr) / warmup
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))

@@ -2,7 +2,7 @@
 
 A dataset is an :class:`ImageDataset`: ``N`` images (uint8, HWC) with their labels and a
 :class:`DatasetInfo` that says the task type, the number of model outputs, the target metric, the
-number of channels and the normalisation (paper-spec §2). Images come either from an in-memory /
+number of channels and the normalisation (docs/protocol.md §2). Images come either from an in-memory /
 memory-mapped uint8 array (MedMNIST, synthetic, the image cache) or from files decoded on demand.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ class DataMissing(DataError):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """The facts about a dataset that training, k-NN and the metrics need (paper-spec §2)."""
+    """The facts about a dataset that training, k-NN and the metrics need (docs/protocol.md §2)."""
 
     name: str
     task: str  # "multiclass" | "binary" | "multilabel"

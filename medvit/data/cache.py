@@ -1,6 +1,6 @@
 """The resized image cache: decode every image once, then read uint8 pixels from a memory-mapped file.
 
-The paper's pipeline starts by resizing every image to 256×256, aspect ignored (paper-spec §3). Decoding
+The paper's pipeline starts by resizing every image to 256×256, aspect ignored (docs/protocol.md §3). Decoding
 large JPEG/PNG files for that on every epoch dominates the cost of small-model runs, so ``cached(dataset)``
 does it once per (dataset, split, size) and returns the same split backed by an N×S×S×C uint8 memory map:
 

@@ -1,4 +1,4 @@
-"""CheXpert-v1.0-small chest radiographs, 14 findings, multi-label (paper-spec §2; feature-reuse only).
+"""CheXpert-v1.0-small chest radiographs, 14 findings, multi-label (docs/protocol.md §2; feature-reuse only).
 
 Layout, as Stanford ships it (https://stanfordmlgroup.github.io/competitions/chexpert/, CheXpert-v1.0-small)::
 

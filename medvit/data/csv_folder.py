@@ -1,4 +1,4 @@
-"""A CSV + image folder dataset: the layout of the ISIC/APTOS family (paper-spec §2).
+"""A CSV + image folder dataset: the layout of the ISIC/APTOS family (docs/protocol.md §2).
 
 One CSV row per image: an image-id column and a label column; images are ``<image_dir>/<id><ext>``.
 Splits are the authors' Random(42) split of the CSV rows (``medvit.data.split``). The registered

@@ -1,4 +1,4 @@
-"""Mammography: DDSM as the authors coded it, and CBIS-DDSM from TCIA (paper-spec §2).
+"""Mammography: DDSM as the authors coded it, and CBIS-DDSM from TCIA (docs/protocol.md §2).
 
 ``ddsm`` [code] — the DeepMiner preprocessed original DDSM (Wu et al., github jimmyyhwu/ddsm-visual-primitives),
 10,420 JPG mammograms in fixed lists (train 8336 / val 1040 / test 1044). Layout, as the authors read it::

@@ -1,4 +1,4 @@
-"""The authors' input pipeline (paper-spec §3) as batched tensor ops, for the fast path on a GPU.
+"""The authors' input pipeline (docs/protocol.md §3) as batched tensor ops, for the fast path on a GPU.
 
 Same distribution as :func:`medvit.data.transforms.create_transform`, applied to a whole uint8 batch on
 the device instead of image by image in DataLoader workers:
@@ -252,7 +252,7 @@ def apply_jitter(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tens
 
 
 def color_jitter(x: torch.Tensor, generator: torch.Generator | None = None, **jitter) -> torch.Tensor:
-    """``RandomApply([ColorJitter(0.2, 0.2, 0.1, 0.1)], p=0.8)`` per sample (paper-spec §3)."""
+    """``RandomApply([ColorJitter(0.2, 0.2, 0.1, 0.1)], p=0.8)`` per sample (docs/protocol.md §3)."""
     return apply_jitter(x, sample_jitter_params(len(x), generator=generator, device=x.device, **jitter))
 
 

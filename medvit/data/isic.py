@@ -1,4 +1,4 @@
-"""ISIC 2019 Challenge training set: 8-class dermoscopy diagnosis (paper-spec §2).
+"""ISIC 2019 Challenge training set: 8-class dermoscopy diagnosis (docs/protocol.md §2).
 
 Layout, as the challenge ships it (https://challenge.isic-archive.com/data/#2019)::
 

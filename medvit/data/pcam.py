@@ -1,4 +1,4 @@
-"""PatchCamelyon: 96×96 lymph-node histology patches, tumour vs normal (paper-spec §2; feature-reuse only).
+"""PatchCamelyon: 96×96 lymph-node histology patches, tumour vs normal (docs/protocol.md §2; feature-reuse only).
 
 Layout, the official h5 files (https://github.com/basveeling/pcam, Zenodo record 2546921), gunzipped
 (``medvit data prepare pcam <download folder>`` does it)::

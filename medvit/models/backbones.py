@@ -1,4 +1,4 @@
-"""The backbone registry, keyed by the paper's names, and the one model interface (paper-spec §5).
+"""The backbone registry, keyed by the paper's names, and the one model interface (docs/protocol.md §7).
 
 ``create_model("deit_small", init="dino", num_outputs=5, in_chans=1, img_size=64)`` builds a timm
 network, loads the init's weights through timm's own pretrained loading (hub download, or a local

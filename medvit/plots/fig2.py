@@ -1,4 +1,4 @@
-"""Fig 2: DeepLabV3 segmentation with a ResNet50 vs a DeiT-S backbone (paper-spec §6).
+"""Fig 2: DeepLabV3 segmentation with a ResNet50 vs a DeiT-S backbone (docs/protocol.md §9).
 
 ``fig2_figure(examples)`` draws the overlay grid: one row per test image; the first column is the image
 with the ground truth in yellow, then one column per model with its predicted mask overlaid (ground

@@ -1,4 +1,4 @@
-"""Fig 4: Grad-CAM of the CNN vs the top-50% CLS attention of the ViT (paper-spec §6).
+"""Fig 4: Grad-CAM of the CNN vs the top-50% CLS attention of the ViT (docs/protocol.md §10).
 
 ``fig4_figure(grid)`` draws a :class:`medvit.saliency.SaliencyGrid`: the first row shows the test
 images (columns, grouped by dataset), then one row per (backbone, init): Grad-CAM overlaid on the image

@@ -1,4 +1,4 @@
-"""Fig 5: mean attention distance per head vs depth (paper-spec §6).
+"""Fig 5: mean attention distance per head vs depth (docs/protocol.md §11).
 
 One panel per (source, dataset) row and init column: the ViT as a backbone (random / ImageNet / DINO
 weights, no training on the target data) and fine-tuned (Fig 1's checkpoint of repetition 0). Each dot
