@@ -1,5 +1,5 @@
 """The paper's own reported numbers (the only hand-typed numbers in the book), and which of the paper's
-datasets stands beside each of ours (docs/protocol.md §9).
+datasets stands beside each of ours (docs/protocol.md §13).
 
 Only the CVAMD 2021 Table 1 (fine-tuning) is available to us; the extended paper's k-NN, capacity,
 segmentation and attention-distance tables are not, so no "paper" value is shown for them.
