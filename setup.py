@@ -9,6 +9,7 @@ same files into a source archive, so that a wheel built from the archive has the
 """
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -22,6 +23,7 @@ def _resources():
     """medvit/resources.py on its own (importing the package would import torch, absent at build time)."""
     spec = importlib.util.spec_from_file_location("medvit_resources", ROOT / "medvit" / "resources.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

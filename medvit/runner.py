@@ -256,13 +256,14 @@ def stage_book(book_dir: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def _build_config(book_dir: Path):
-    """``<book_dir>/_config.yml`` with the repository's address (from ``medvit.resources``), as a temporary
-    file for ``jupyter-book build --config``."""
+    """``<book_dir>/_config.yml`` with the repository's address (from ``medvit.resources``: the repository
+    button, and ``{{ repository_url }}`` in the pages), as a temporary file for ``jupyter-book build --config``."""
     import yaml
 
     config = yaml.safe_load((book_dir / "_config.yml").read_text())
     config.setdefault("repository", {})["url"] = REPOSITORY_URL
     config.setdefault("html", {})["use_repository_button"] = True
+    config.setdefault("parse", {}).setdefault("myst_substitutions", {})["repository_url"] = REPOSITORY_URL
     with tempfile.TemporaryDirectory(prefix="medvit-book-config-") as tmp:
         path = Path(tmp) / "_config.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
