@@ -43,12 +43,11 @@ SLURM_QUEUED = {"PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "
 
 def launch_params(profile: str, results_dir: str | os.PathLike | None = None, **overrides) -> Params:
     """The profile's Params with ``results_dir`` made absolute as ``medvit reproduce`` does (relative
-    to the repository), so jobs, notebooks and ``medvit list runs`` share one results folder."""
-    from .runner import REPO
+    to the current directory), so jobs, notebooks and ``medvit list runs`` share one results folder."""
+    from .runner import resolve_profile, resolve_results_dir
 
-    params = load_params(profile, **overrides)
-    folder = Path(results_dir or params.results_dir).expanduser()
-    return dataclasses.replace(params, results_dir=str(folder if folder.is_absolute() else REPO / folder))
+    params = load_params(resolve_profile(profile), **overrides)
+    return dataclasses.replace(params, results_dir=str(resolve_results_dir(results_dir or params.results_dir)))
 
 
 def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:

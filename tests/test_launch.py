@@ -41,11 +41,11 @@ def test_grid_runs_lists_each_run_once_over_every_registered_figure(tmp_path, mo
         grid_runs(params, ["fig9"])
 
 
-def test_launch_params_resolve_a_relative_results_dir_against_the_repository_as_reproduce_does(tmp_path):
-    from medvit.runner import REPO
-
-    assert launch_params("smoke", "results").results_dir == str(REPO / "results")
-    assert launch_params("smoke", tmp_path).results_dir == str(tmp_path)
+def test_launch_params_resolve_a_relative_results_dir_against_the_current_directory_as_reproduce_does(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert launch_params("smoke", "results").results_dir == str(tmp_path / "results")
+    assert launch_params("smoke", tmp_path / "elsewhere").results_dir == str(tmp_path / "elsewhere")
 
 
 def test_pending_runs_are_the_runs_without_an_ok_row(tmp_path):
