@@ -97,16 +97,17 @@ def _reproduce(args) -> int:
     if args.launcher:
         if _launch(args) != 0:
             return 1
-        reproduce(args.profile, only=args.only, results_dir=args.results_dir)
+        reproduce(args.profile, only=args.only, results_dir=args.results_dir, book_dir=args.book_dir)
     else:
-        reproduce(args.profile, only=args.only, force=args.force, results_dir=args.results_dir)
+        reproduce(args.profile, only=args.only, force=args.force, results_dir=args.results_dir,
+                  book_dir=args.book_dir)
     return 0
 
 
 def _book(args) -> int:
     from medvit.runner import build_book
 
-    build_book(strict=args.strict)
+    build_book(book_dir=args.book_dir, strict=args.strict)
     return 0
 
 
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. fig1 fig3 (default: all)")
     rep.add_argument("--force", action="store_true", help="redo runs already in the results store")
     rep.add_argument("--results-dir", help="results folder (default: the profile's results_dir)")
+    rep.add_argument("--book-dir", help="where the executed pages go (default: the checkout, or ./medvit-book\n"
+                                        "when medvit is installed)")
     rep.add_argument("--launcher", choices=["local", "slurm"],
                      help="run the grid's missing runs as separate jobs first, then execute the notebooks\n"
                           "(default: the notebooks do their missing runs themselves, one at a time;\n"
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     book = sub.add_parser("book", help="build the HTML book from the executed notebooks into _build/html")
     book.set_defaults(handler=_book)
     book.add_argument("--strict", action="store_true", help="fail on Sphinx warnings (-W -n --keep-going)")
+    book.add_argument("--book-dir", help="where the executed pages are and _build/ goes (default: the checkout,\n"
+                                         "or ./medvit-book when medvit is installed)")
     lst = sub.add_parser("list", help="what is registered, or the state of a profile's runs")
     lst.set_defaults(handler=_list_command)
     lst.add_argument("what", choices=["models", "datasets", "profiles", "runs"])
@@ -192,11 +197,11 @@ def _missing_extra(err: ImportError) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from medvit.runner import NotebookFailed
+    from medvit.runner import BookError
 
     try:
         return args.handler(args)
-    except (NotebookFailed, ValueError, FileNotFoundError) as err:  # ParamsError, DataError, ModelError too
+    except (BookError, ValueError, FileNotFoundError) as err:  # ParamsError, DataError, ModelError too
         print(f"medvit: {_one_line(err)}", file=sys.stderr)
     except subprocess.CalledProcessError as err:
         cmd = [str(c) for c in err.cmd] if isinstance(err.cmd, (list, tuple)) else str(err.cmd).split()

@@ -23,7 +23,7 @@ def header(profile: str, results_dir: str = "results", overrides: Mapping | None
     profile departs from the paper's protocol. Tables show whole cells (pandas' column width unlimited)."""
     import pandas as pd
 
-    from .experiments import resolve_device
+    from .runs import resolve_device
 
     if not isinstance(overrides or {}, Mapping):
         raise ParamsError(f"overrides={overrides!r} should be a dict of Params fields, e.g. {{'repetitions': 1}}")

@@ -23,7 +23,7 @@ import yaml
 
 from .config import RANGES, SlurmConfig, TrainConfig
 
-PARAMS_DIR_ENV = "MEDVIT_PARAMS_DIR"
+from .resources import PARAMS_DIR_ENV, params_dir  # noqa: F401  (where the profiles are)
 
 
 class ParamsError(ValueError):
@@ -100,12 +100,6 @@ def _plain(v):
     if dataclasses.is_dataclass(v):
         return dataclasses.asdict(v)
     return v
-
-
-def params_dir() -> Path:
-    """``$MEDVIT_PARAMS_DIR``, else the repository's ``params/`` beside the package."""
-    env = os.environ.get(PARAMS_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "params"
 
 
 def list_profiles() -> list[str]:

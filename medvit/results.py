@@ -84,16 +84,11 @@ def run_id(experiment: str, dataset: str, model: str, init: str, repetition: int
 
 
 def git_sha() -> str:
-    """The working tree's commit (with ``-dirty`` if it has uncommitted changes), or ``unknown``."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    """The commit of the running medvit (with ``-dirty`` if tracked files differ), or ``unknown``: the
+    checkout's HEAD, or the commit an installed wheel was built from (``medvit.resources.source_revision``)."""
+    from .resources import source_revision
+
+    return str(source_revision())
 
 
 def provenance(device) -> dict:

@@ -104,12 +104,13 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
     return fig
 
 
-def fig1_verdicts(rows: pd.DataFrame, root, margin: float = MARGIN, n_resamples: int = N_RESAMPLES,
-                  seed: int = 0) -> pd.DataFrame:
-    """Per evaluation × dataset × init: the gap ResNet50 − DeiT-S with its 95% interval, the number of test
-    images and repetitions, and the verdict on the paper's claim (``medvit.stats.gap_table``); ``root`` is
-    the results store's root (where the runs' predictions are)."""
-    return verdict_table(rows, root, FIG1_PAIRS, margin=margin, n_resamples=n_resamples, seed=seed)
+def fig1_verdicts(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MARGIN,
+                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """Per evaluation × dataset × init: the gap CNN − ViT (the paper's: ResNet50 − DeiT-S; ``pairs`` for
+    another profile's models) with its 95% interval, the number of test images and repetitions, and the
+    verdict on the paper's claim (``medvit.stats.gap_table``); ``root`` is the results store's root (where
+    the runs' predictions are)."""
+    return verdict_table(rows, root, pairs, margin=margin, n_resamples=n_resamples, seed=seed)
 
 
 def knn_sensitivity_table(rows: pd.DataFrame, root, ks=SENSITIVITY_KS, temperatures=SENSITIVITY_TEMPERATURES
