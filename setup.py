@@ -16,7 +16,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-PACKAGED_FILES = ["params/*.yaml", "_config.yml", "_toc.yml", "book/*.md", "book/notebooks/*.md"]
+PACKAGED_FILES = ["params/*.yaml", "_config.yml", "_toc.yml", "book/*.md", "book/notebooks/*.md", "docs/protocol.md"]
 
 
 def _resources():

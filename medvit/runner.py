@@ -33,15 +33,12 @@ EXECUTED = Path("book") / "_executed"  # in a book_dir: the executed notebooks, 
 STATIC_PAGES = ["_config.yml", "_toc.yml", "book/*.md"]
 INSTALLED_BOOK_DIR = "medvit-book"  # in the current directory, for an installed medvit
 
-# The book's executable pages, in the order they run; each one's figure key for --only.
-NOTEBOOKS = {
-    "intro": "intro",
-    "fig1": "fig1_finetune_knn",
-    "fig2": "fig2_segmentation",
-    "fig3": "fig3_capacity",
-    "fig4": "fig4_saliency",
-    "fig5": "fig5_attention_distance",
-}
+def notebooks() -> dict[str, str]:
+    """The book's executable pages, in the order they run, by key for --only: the landing page, then each
+    figure's notebook from the figure registry (``medvit.figures.FIGURES``: one list of figures)."""
+    from .figures import FIGURES  # imports torch: only when notebooks are looked up, never for --help
+
+    return {"intro": "intro", **{name: module.NOTEBOOK for name, module in FIGURES.items()}}
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 # jupyter-book's command line, run by this Python (its script may not be on PATH or beside it)
@@ -68,7 +65,7 @@ def default_book_dir() -> Path:
 def available_notebooks() -> dict[str, Path]:
     """The notebook sources present, by key (``fig1`` → ``.../book/notebooks/fig1_finetune_knn.md``)."""
     folder = book_sources() / SOURCES
-    return {k: folder / f"{v}.md" for k, v in NOTEBOOKS.items() if (folder / f"{v}.md").is_file()}
+    return {k: folder / f"{v}.md" for k, v in notebooks().items() if (folder / f"{v}.md").is_file()}
 
 
 def page_notebook(source: str | Path):
@@ -216,7 +213,7 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
     results_dir = resolve_results_dir(results_dir or params.results_dir)
     sources = available_notebooks()
     if not sources:
-        raise FileNotFoundError(f"no notebooks to execute: no {', '.join(NOTEBOOKS.values())} (.md) in "
+        raise FileNotFoundError(f"no notebooks to execute: no {', '.join(notebooks().values())} (.md) in "
                                 f"{book_sources() / SOURCES}")
     keys = list(sources) if not only else list(only)
     unknown = [k for k in keys if k not in sources]
@@ -274,8 +271,8 @@ def build_book(book_dir: str | os.PathLike | None = None, strict: bool = False, 
     """Build ``<book_dir>/_build/html`` from the pages in ``_toc.yml`` (execution off: the figure pages are
     what papermill ran into ``<book_dir>/book/_executed``). ``strict`` fails on any Sphinx warning."""
     book_dir = stage_book(book_dir or default_book_dir())
-    missing = [NOTEBOOKS[k] for k in available_notebooks()
-               if not (book_dir / EXECUTED / f"{NOTEBOOKS[k]}.ipynb").is_file()]
+    pages = notebooks()
+    missing = [pages[k] for k in available_notebooks() if not (book_dir / EXECUTED / f"{pages[k]}.ipynb").is_file()]
     if missing:
         raise FileNotFoundError(f"not yet executed into {book_dir / EXECUTED}: {missing}; run "
                                 f"`medvit reproduce --profile <name>` first")

@@ -73,8 +73,8 @@ def test_every_page_in_the_toc_has_its_source():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
     executed = [f for f in files if f.startswith(runner.EXECUTED.as_posix())]
-    assert [Path(f).name for f in executed] == list(runner.NOTEBOOKS.values())
-    assert {runner.NOTEBOOKS[k] for k in runner.available_notebooks()} == set(runner.NOTEBOOKS.values())
+    assert [Path(f).name for f in executed] == list(runner.notebooks().values())
+    assert {runner.notebooks()[k] for k in runner.available_notebooks()} == set(runner.notebooks().values())
     for f in set(files) - set(executed):
         assert (REPO / f"{f}.md").is_file(), f
 
@@ -239,7 +239,7 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path
     log = (tmp_path / "results" / "smoke" / "reproduce.log").read_text()
     assert "This page: medvit" in log and "[6/6] fig5: done in" in log
     html = index.parent
-    pages = {key: (html / runner.EXECUTED / f"{name}.html").read_text() for key, name in runner.NOTEBOOKS.items()}
+    pages = {key: (html / runner.EXECUTED / f"{name}.html").read_text() for key, name in runner.notebooks().items()}
     for key, page in pages.items():
         numbers = re.findall(r'<span class="caption-number">Fig\. (\d+) </span>', page)
         if key == "intro":
