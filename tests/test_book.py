@@ -210,7 +210,7 @@ def test_reproduce_resumes_without_redoing_finished_runs(tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
     rows = medvit.run_experiment(params, "fig1", progress=False)
     out = capsys.readouterr().out
-    assert f"{len(runs) - len(first)} run now, {len(first)} taken from" in out
+    assert f"{len(first)} already done, {len(runs) - len(first)} to run" in out
     assert len(rows) == len(runs) and set(rows["status"]) == {"ok"}
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
     assert all(after[p] == t for p, t in before.items()), "finished rows were rewritten"
@@ -255,7 +255,7 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path
     assert resources.REPOSITORY_URL in pages["fig1"], "the repository button, from medvit.resources"
 
 
-def test_rows_made_with_other_parameters_are_reported_not_mixed_silently(tmp_path, capsys):
+def test_a_changed_setting_reruns_what_reads_it_and_never_mixes_rows(tmp_path, capsys):
     small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], train={"epochs": 1})
     params = medvit.load_params("smoke", **small)
     medvit.run_experiment(params, "fig1", progress=False)
@@ -263,9 +263,12 @@ def test_rows_made_with_other_parameters_are_reported_not_mixed_silently(tmp_pat
     capsys.readouterr()
     medvit.run_experiment(changed, "fig1", progress=False)
     out = capsys.readouterr().out
-    assert "0 run now" in out and "2 of these rows were made with other run settings" in out
-    medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1", progress=False)
-    assert "WARNING" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
+    assert "1 already done, 1 to run" in out and "knn__synthetic_shapes__resnet18__random__r0: ok" in out
+    assert "1 older rows made with other settings are kept as history and not shown" in out
+    rows = medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1",
+                                 progress=False)
+    assert "to run" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
+    assert sorted(rows["k"].dropna()) == [20.0], "the rows shown are those of the current settings"
 
 
 def test_executed_notebooks_get_collapsed_parameters_and_no_unrenderable_widget_views(tmp_path):
