@@ -107,3 +107,17 @@ def test_compute_modules_import_nothing_from_the_figures_layer():
             names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
             bad = [n for n in names if any(x in n for x in ("figures", "experiments", "runner", "launch", "plots"))]
             assert not bad, f"{path.relative_to(root)} imports {bad}"
+
+
+def test_dataset_facts_are_stated_once_at_registration_and_carried_by_the_loaded_info():
+    from medvit import create_dataset
+    from medvit.data import dataset_facts
+    from medvit.paper import paper_counterpart
+
+    assert dataset_facts("synthetic_shapes").synthetic and not dataset_facts("retinamnist").synthetic
+    shapes = create_dataset("synthetic_shapes", "val", size=32, n_val=4)
+    assert shapes.info.synthetic and shapes.info.analogue_of is None
+    assert create_dataset("synthetic_shapes_seg", "val", size=32, n_val=2).info.synthetic
+    assert paper_counterpart("retinamnist") == ("aptos2019", "analogue")
+    assert paper_counterpart("aptos2019") == ("aptos2019", "same")
+    assert paper_counterpart("synthetic_shapes") == (None, "none")

@@ -41,8 +41,10 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...] = ()
-    description: str = ""
+    description: str = ""  # this loaded dataset: its size, its split, where its statistics come from
+    # stated once, at the dataset's registration (medvit.data.registry.DatasetFacts); create_dataset sets them
     synthetic: bool = False  # generated data, never a stand-in for a real dataset
+    analogue_of: str | None = None  # the paper's dataset this one stands in for (not the same data)
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -95,7 +96,10 @@ def create_dataset(name: str, split: str, root: str | os.PathLike | None = None,
         inspect.signature(factory).bind(split, root=root, **options)
     except TypeError as err:
         raise DataError(f"dataset {name!r} does not take options {sorted(options)}: {err}") from None
-    return factory(split, root=root, **options)
+    dataset = factory(split, root=root, **options)
+    facts = _FACTS[name]  # the one source of these facts: the registration
+    dataset.info = dataclasses.replace(dataset.info, synthetic=facts.synthetic, analogue_of=facts.analogue_of)
+    return dataset
 
 
 def data_root(subdir: str, root: str | os.PathLike | None = None) -> Path | None:

@@ -46,11 +46,11 @@ STATS_SIZE = 256  # normalisation statistics are taken after the pipeline's firs
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def segmentation_info(name: str, channels: int, mean, std, description: str, synthetic: bool = False):
+def segmentation_info(name: str, channels: int, mean, std, description: str):
     """A :class:`DatasetInfo` for a binary segmentation set (one foreground logit per pixel, Dice)."""
     return DatasetInfo(name=name, task="binary", num_outputs=1, target_metric="dice", channels=channels,
                        mean=tuple(mean), std=tuple(std), class_names=("background", "foreground"),
-                       description=description, synthetic=synthetic)
+                       description=description)
 
 
 def decode_mask(path: str | os.PathLike) -> np.ndarray:
@@ -340,6 +340,5 @@ def load_synthetic_shapes_seg(split: str, root=None, size: int = 32, num_classes
     n = {"train": n_train, "val": n_val, "test": n_test}[split]
     images, _, masks = make_shapes(n, size, num_classes, channels, SPLIT_SEEDS[split])
     info = segmentation_info("synthetic_shapes_seg", channels, (0.3,) * channels, (0.25,) * channels,
-                             f"SYNTHETIC shapes at {size} px, mask = the drawn shape (generated; not medical data)",
-                             synthetic=True)
+                             f"SYNTHETIC shapes at {size} px, mask = the drawn shape (generated; not medical data)")
     return SegmentationDataset(info=info, split=split, images=images, masks=masks)
