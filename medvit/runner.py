@@ -30,7 +30,7 @@ from .resources import REPOSITORY_URL, book_sources, checkout, colab_url, pip_re
 SOURCES = Path("book") / "notebooks"  # in book_sources(): the MyST Markdown notebooks
 EXECUTED = Path("book") / "_executed"  # in a book_dir: the executed notebooks, the book's pages
 # The book's pages that are not notebooks, copied into a book_dir that is not the checkout.
-STATIC_PAGES = ["_config.yml", "_toc.yml", "book/*.md"]
+STATIC_PAGES = ["_config.yml", "_toc.yml", "book/*.md", "docs/protocol.md"]
 INSTALLED_BOOK_DIR = "medvit-book"  # in the current directory, for an installed medvit
 
 def notebooks() -> dict[str, str]:
