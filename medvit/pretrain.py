@@ -14,12 +14,14 @@ the teacher's backbone (the authors keep the teacher, ``DINO_to_classifier``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,8 +180,6 @@ def _dino_network(model: Backbone, drop_path_rate: float) -> Backbone:
     and ``drop_path_rate``; a ResNet is copied as it is (the authors add stochastic depth to ViTs only)."""
     spec = get_spec(model.name)
     if not model.has_attention:
-        import copy
-
         return copy.deepcopy(model)
     net = timm.create_model(spec.arch, pretrained=False, num_classes=0, in_chans=_in_chans(model),
                             img_size=model.net.patch_embed.img_size, dynamic_img_size=True,
@@ -301,7 +301,9 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
     head_kw = dict(input_dim=model.feature_dim, hidden_dim=config.hidden_dim, bottleneck_dim=config.bottleneck_dim,
                    output_dim=config.out_dim, batch_norm=False, freeze_last_layer=config.freeze_last_layer_epochs,
                    norm_last_layer=config.norm_last_layer)
-    student_head, teacher_head = DINOProjectionHead(**head_kw).to(device), DINOProjectionHead(**head_kw).to(device)
+    with warnings.catch_warnings():  # lightly's head uses torch.nn.utils.weight_norm, deprecated but working
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        student_head, teacher_head = DINOProjectionHead(**head_kw).to(device), DINOProjectionHead(**head_kw).to(device)
     teacher_head.load_state_dict(student_head.state_dict())
     deactivate_requires_grad(teacher)
     deactivate_requires_grad(teacher_head)

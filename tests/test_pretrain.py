@@ -14,8 +14,6 @@ from medvit import ModelError, WeightsUnavailableError, create_model, list_model
 from medvit.pretrain import (DinoConfig, MultiCropTransform, PretrainCheckpointError, dino_checkpoint_path,
                              local_crop_size, pretrain_dino)
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
-
 IMG = 32
 # A small, fast-learning DINO: the authors' augmentations, temperatures and structure, with a small head, 2 local
 # crops, lr 1e-3 (authors 1e-4), no warm-ups, the teacher at its sharp 0.04 and a slower center (0.99; authors
