@@ -19,7 +19,7 @@ from ..knn import SENSITIVITY_KS, SENSITIVITY_TEMPERATURES, knn_sensitivity
 from ..paper import paper_counterpart, paper_results
 from ..predictions import load_features
 from ..stats import FIG1_PAIRS, MARGIN, N_RESAMPLES, task_of
-from .tables import EVALUATION_NAMES, INIT_NAMES, format_score, summary_table, verdict_table
+from .tables import EVALUATION_NAMES, INIT_NAMES, PageTable, format_score, summary_table, verdict_table
 
 EVALUATIONS = ("finetune", "knn")
 
@@ -29,6 +29,12 @@ def fig1_table(rows: pd.DataFrame) -> pd.DataFrame:
     the paper's, the analogue's number (no difference) where ours is an analogue such as RetinaMNIST ~
     APTOS2019. Where the paper's init is not ours (DINO), "caveat" says what it was and no difference is
     given."""
+    lines = _fig1_lines(rows)
+    return lines.drop(columns=["status"]) if not lines.empty else lines
+
+
+def _fig1_lines(rows: pd.DataFrame) -> pd.DataFrame:
+    """``fig1_table``'s lines with each setting's status."""
     table = summary_table(rows)
     if table.empty:
         return table
@@ -49,17 +55,79 @@ def fig1_table(rows: pd.DataFrame) -> pd.DataFrame:
                     "paper dataset": "" if p is None else (counterpart if relation == "same"
                                                            else f"{counterpart} (analogue: not the same data)"),
                     "caveat": "" if same_init else p["note"],
-                    "ours − paper": "" if np.isnan(diff) else f"{diff:+.3f}"})
+                    "ours − paper": "" if np.isnan(diff) else f"{diff:+.3f}", "status": r.status})
     return pd.DataFrame(out)
 
 
+def fig1_page_table(rows: pd.DataFrame) -> PageTable:
+    """``fig1_table`` as the page shows it: the settings that ran, ours beside the paper's number and the
+    difference; the metric, the analogue datasets and the DINO caveat as numbered notes instead of columns."""
+    lines = _fig1_lines(rows)
+    out = PageTable(pd.DataFrame())
+    if lines.empty:
+        return out
+    lines = lines[lines["status"] == "ok"]
+    shown = []
+    for r in lines.to_dict("records"):
+        paper = r["paper"]
+        if paper and r["paper dataset"] != r["dataset"]:  # an analogue: the paper's number is context
+            counterpart = r["paper dataset"].split(" (")[0]
+            paper += " " + out.note(f"{counterpart} in the paper; {r['dataset']} here is an analogue (not the same "
+                                    f"data): the paper's number is context, no difference is computed.")
+        if r["caveat"]:
+            paper += " " + out.note(r["caveat"] + "; no difference is computed.")
+        shown.append({"dataset": r["dataset"], "evaluation": r["evaluation"], "model": r["model"],
+                      "init": r["init"], "ours": r["ours"], "paper": paper or "–",
+                      "ours − paper": r["ours − paper"] or "–"})
+    out.frame = pd.DataFrame(shown)
+    metrics = "; ".join(f"{d}: {m.replace('_', ' ')}" for d, m in
+                        lines.groupby("dataset", sort=False)["metric"].first().items())
+    out.caption = (f"Test metric ({metrics}), median ± std over repetitions (n = repetitions); the paper: "
+                   f"CVAMD 2021 Table 1 (fine-tuning), where a dataset of the paper stands beside ours.")
+    return out
+
+
+def knn_sensitivity_page_table(rows: pd.DataFrame, root, ks=SENSITIVITY_KS,
+                               temperatures=SENSITIVITY_TEMPERATURES) -> PageTable:
+    """``knn_sensitivity_table`` as the page shows it: one line per setting and temperature T, one column
+    per k; the run's own (k, T) marked; the bank sizes and missing features as notes."""
+    table = knn_sensitivity_table(rows, root, ks, temperatures)
+    out = PageTable(pd.DataFrame())
+    if table.empty:
+        return out
+    shown = []
+    for r in table.to_dict("records"):
+        run_k, run_t = (float(v) for v in r["run's k, T"].split(", "))
+        if r["note"]:
+            out.note(f"{r['model']} {r['init']} on {r['dataset']}: {r['note']}")
+        for t in temperatures:
+            line = {"dataset": r["dataset"], "model": r["model"], "init": r["init"], "T": f"{t:g}"}
+            for k in ks:
+                value = r.get(f"k={k}, T={t}", "–")
+                line[f"k={k}"] = f"{value}*" if (k, t) == (run_k, run_t) and value != "–" else value
+            shown.append(line)
+    out.frame = pd.DataFrame(shown)
+    banks = "; ".join(f"{d}: {b}" for d, b in table.groupby("dataset", sort=False)["bank"].first().items())
+    out.caption = (f"The k-NN target metric, median over repetitions, recomputed from the stored features; "
+                   f"* the runs' own k and T. Training images in the bank: {banks}.")
+    return out
+
+
 def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("random", "imagenet", "dino")):
-    """Rows: fine-tuning, k-NN; columns: datasets; bars: median over repetitions ± std per init and model."""
-    datasets = list(dict.fromkeys(rows["dataset"]))
-    evaluations = [e for e in EVALUATIONS if e in set(rows["experiment"])]
-    models = [m for m in models if m in set(rows["model"])]
+    """Rows: fine-tuning, k-NN; columns: datasets; bars: median over repetitions ± std per init and model.
+
+    Only what ran is drawn: an init, a model, a dataset or an evaluation without any ``ok`` row has no slot
+    (the page lists what could not run under the figure); within a drawn slot, a bar that did not run
+    (e.g. one model's weights missing) is marked n/a."""
+    ran = rows[rows["status"] == "ok"]
+    datasets = [d for d in dict.fromkeys(rows["dataset"]) if d in set(ran["dataset"])]
+    evaluations = [e for e in EVALUATIONS if e in set(ran["experiment"])]
+    models = [m for m in models if m in set(ran["model"])]
+    inits = [i for i in inits if i in set(ran["init"])]
+    if ran.empty:
+        raise ValueError("no Fig 1 setting ran (every row is unavailable or failed): nothing to draw")
     fig, axes = plt.subplots(len(evaluations), len(datasets), squeeze=False,
-                             figsize=(3.6 * len(datasets) + 1.5, 3.0 * len(evaluations)))
+                             figsize=(max(3.2 * len(datasets), 2.2 * len(inits) + 1.0) + 1.6, 2.9 * len(evaluations)))
     palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
     paper = paper_results()
     width = 0.8 / max(len(models), 1)
@@ -77,9 +145,9 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
                     if len(ok):
                         ax.bar(pos, ok.median(), width, yerr=ok.std() if len(ok) > 1 else None,
                                color=palette[model], capsize=3, label=model if x == 0 else None)
-                    else:  # unavailable here (n/a), or no such weights exist at all (none)
-                        ax.text(pos, 0.02, "n/a" if len(cell) else "none", rotation=90, ha="center", va="bottom",
-                                fontsize=8, color="0.4", transform=ax.get_xaxis_transform())
+                    elif len(cell):  # this model's run did not run here, beside one that did
+                        ax.text(pos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=8, color="0.4",
+                                transform=ax.get_xaxis_transform())
                     p = paper[(paper["evaluation"] == ev) & (paper["dataset"] == ds) & (paper["model"] == model)
                               & (paper["init"] == init)]
                     if len(p) and bool(p["same_init"].iloc[0]):

@@ -14,7 +14,8 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .tables import INIT_NAMES
+from ..page import anonymise
+from .tables import INIT_NAMES, unavailable_summary
 
 CMAP = "jet"
 ALPHA = 0.45
@@ -44,7 +45,7 @@ def draw_unavailable(ax, text: str, width: int = 22) -> None:
     ax.set_facecolor("0.93")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, width)[:10]), transform=ax.transAxes, ha="center",
+    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(anonymise(text), width)[:10]), transform=ax.transAxes, ha="center",
             va="center", fontsize=7, color="0.3")
 
 
@@ -53,9 +54,43 @@ def _row_label(model: str, init: str, method: str | None) -> str:
     return f"{model}\n{INIT_NAMES.get(init, init)}" + (f"\n{what}" if what else "")
 
 
-def fig4_figure(grid, panel_size: float = 1.5) -> plt.Figure:
-    """Rows: image, then each (backbone, init); columns: the test images of each saliency dataset."""
+def fig4_unavailable(grid) -> list[tuple[str, str]]:
+    """The (backbone, init) cells of a saliency grid that have no model, once per init
+    (``medvit.plots.tables.unavailable_summary``)."""
+    sources = grid.sources()
+    if sources.empty:
+        return []
+    sources = sources.assign(status=["ok" if s != "unavailable" else "unavailable" for s in sources["shown"]])
+    return unavailable_summary(sources.drop(columns=["method", "shown"]), what="datasets")
+
+
+def fig4_findings(grid) -> list[str]:
+    """What each drawn row of a saliency grid shows, per dataset: a Fig 1 fine-tuned model or a pretrained
+    backbone that never saw these images (the difference matters when reading the maps)."""
+    sources = grid.sources()
+    shown = sources[sources["shown"] != "unavailable"] if len(sources) else sources
+    if shown.empty:
+        return ["No model of Fig 1 was available to draw saliency for."]
+    out = []
+    for (model, init), g in shown.groupby(["model", "init"], sort=False):
+        what = "; ".join(f"{d}: {s}" for d, s in zip(g["dataset"], g["shown"]))
+        method = {"gradcam": "Grad-CAM", "cls_attention": "CLS attention"}.get(g["method"].iloc[0], g["method"].iloc[0])
+        out.append(f"**{model}, {INIT_NAMES.get(init, init)} init** ({method}) — {what}.")
+    return out
+
+
+def fig4_figure(grid, panel_size: float = 1.5, show_unavailable: bool = True) -> plt.Figure:
+    """Rows: image, then each (backbone, init); columns: the test images of each saliency dataset.
+
+    ``show_unavailable``: a cell for each model that is unavailable, with a numbered note; False draws only
+    the (backbone, init) rows that have a model (``fig4_unavailable`` lists the others for the page)."""
     columns = [(d, k) for d in grid.datasets for k in range(len(grid.indices[d]))]
+    if not show_unavailable:
+        import copy
+
+        kept = [(m, i) for m, i in grid.rows if any(grid.cells[m, i, d][1] is not None for d in grid.datasets)]
+        grid = copy.copy(grid)
+        grid.rows = kept
     n_rows, n_cols = 1 + len(grid.rows), len(columns)
     notes: dict[str, int] = {}
     width, height = panel_size * n_cols + 1.0, panel_size * n_rows + 0.6
@@ -69,8 +104,11 @@ def fig4_figure(grid, panel_size: float = 1.5) -> plt.Figure:
         for c, (d, k) in enumerate(columns):
             resolved, maps = grid.cells[model, init, d]
             ax = axes[r, c]
+            if maps is None and not show_unavailable:  # another dataset of this row has a model
+                draw_unavailable(ax, "not available (listed under the figure)")
+                continue
             if maps is None:
-                note = notes.setdefault(f"{model} / {init} on {d}: {resolved.reason}", len(notes) + 1)
+                note = notes.setdefault(f"{model} / {init} on {d}: {anonymise(resolved.reason)}", len(notes) + 1)
                 draw_unavailable(ax, f"unavailable (note {note})")
                 continue
             method = maps.method
