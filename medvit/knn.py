@@ -40,24 +40,29 @@ def knn_classify(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     return torch.cat(out) if out else torch.empty(0, labels.shape[1], device=bank.device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_features(model, dataset, batch_size: int = 256, device: str | torch.device = "cpu",
                      amp: bool | None = None, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
     """Frozen features (N, D) of ``dataset`` (with its eval transform) from ``model.features``.
 
-    On CUDA, features are computed under bf16 autocast by default (``amp=None``) and kept in bf16.
+    On CUDA, features are computed under bf16 autocast by default (``amp=None``) and kept in bf16. CNNs run
+    channels_last on CUDA and the CPU, as in training (``medvit.train.uses_channels_last``).
     """
     from tqdm.auto import tqdm
+
+    from .train import uses_channels_last
 
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
     model = model.to(device).eval()
+    memory_format = torch.channels_last if uses_channels_last(model, device) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
     feats = []
     for x, _ in tqdm(loader, desc=f"features {dataset.info.name}/{dataset.split}", disable=not progress,
                      leave=False):
-        x = x.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             feats.append(model.features(x))
     return torch.cat(feats)
