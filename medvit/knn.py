@@ -70,14 +70,15 @@ def extract_features(model, dataset, batch_size: int = 256, device: str | torch.
 
 def knn_evaluate(model, train_ds, test_ds, k: int = PAPER_K, temperature: float = PAPER_T,
                  batch_size: int = 256, device: str | torch.device = "cpu", amp: bool | None = None,
-                 num_workers: int = 0, progress: bool = True) -> dict:
+                 num_workers: int = 0, progress: bool = True, extract=extract_features) -> dict:
     """k-NN metrics of a frozen ``model`` on ``test_ds`` with ``train_ds`` as the bank (paper-spec §4).
 
-    Both datasets must carry their eval transform. Returns ``{"metrics": {...}, "scores": (Nq, C)}``.
+    Both datasets must carry their eval transform. ``extract`` computes the features (e.g. a
+    ``medvit.features.FeatureCache``'s). Returns ``{"metrics": {...}, "scores": (Nq, C)}``.
     """
     opts = dict(batch_size=batch_size, device=device, amp=amp, num_workers=num_workers, progress=progress)
-    bank = extract_features(model, train_ds, **opts)
-    queries = extract_features(model, test_ds, **opts)
+    bank = extract(model, train_ds, **opts)
+    queries = extract(model, test_ds, **opts)
     labels = torch.from_numpy(train_ds.label_matrix())
     scores = knn_classify(bank, labels, queries, k=k, temperature=temperature).cpu()
     return {"metrics": compute_metrics(test_ds.info.task, test_ds.labels, scores.numpy()), "scores": scores}
