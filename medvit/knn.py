@@ -43,24 +43,29 @@ def knn_classify(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     return torch.cat(out) if out else torch.empty(0, labels.shape[1], device=bank.device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_features(model, dataset, batch_size: int = 256, device: str | torch.device = "cpu",
                      amp: bool | None = None, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
     """Frozen features (N, D) of ``dataset`` (with its eval transform) from ``model.features``.
 
-    On CUDA, features are computed under bf16 autocast by default (``amp=None``) and kept in bf16.
+    On CUDA, features are computed under bf16 autocast by default (``amp=None``) and kept in bf16. CNNs run
+    channels_last on CUDA and the CPU, as in training (``medvit.train.uses_channels_last``).
     """
     from tqdm.auto import tqdm
+
+    from .train import uses_channels_last
 
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
     model = model.to(device).eval()
+    memory_format = torch.channels_last if uses_channels_last(model, device) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
     feats = []
     for x, _ in tqdm(loader, desc=f"features {dataset.info.name}/{dataset.split}", disable=not progress,
                      leave=False):
-        x = x.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             feats.append(model.features(x))
     return torch.cat(feats)
@@ -68,16 +73,17 @@ def extract_features(model, dataset, batch_size: int = 256, device: str | torch.
 
 def knn_evaluate(model, train_ds, test_ds, k: int = PAPER_K, temperature: float = PAPER_T,
                  batch_size: int = 256, device: str | torch.device = "cpu", amp: bool | None = None,
-                 num_workers: int = 0, progress: bool = True) -> dict:
+                 num_workers: int = 0, progress: bool = True, extract=extract_features) -> dict:
     """k-NN metrics of a frozen ``model`` on ``test_ds`` with ``train_ds`` as the bank (docs/protocol.md §6).
 
-    Both datasets must carry their eval transform. Returns ``{"metrics": {...}, "scores": (Nq, C),
+    Both datasets must carry their eval transform. ``extract`` computes the features (e.g. a
+    ``medvit.features.FeatureCache``'s). Returns ``{"metrics": {...}, "scores": (Nq, C),
     "train_features": (N, D), "test_features": (Nq, D)}`` (tensors on the CPU, features in the dtype they
     were computed in), so the run can store its features for :func:`knn_sensitivity`.
     """
     opts = dict(batch_size=batch_size, device=device, amp=amp, num_workers=num_workers, progress=progress)
-    bank = extract_features(model, train_ds, **opts)
-    queries = extract_features(model, test_ds, **opts)
+    bank = extract(model, train_ds, **opts)
+    queries = extract(model, test_ds, **opts)
     labels = torch.from_numpy(train_ds.label_matrix())
     scores = knn_classify(bank, labels, queries, k=k, temperature=temperature).cpu()
     return {"metrics": compute_metrics(test_ds.info.task, test_ds.labels, scores.numpy()), "scores": scores,

@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .data.base import DataError
 from .data.segmentation import SegmentationDataset, create_segmentation_transform
 from .models.segmentation import create_segmentation_model  # noqa: F401  (re-exported: the Fig 2 model)
-from .train import FitResult, Precision, fit, resolve_precision
+from .train import FitResult, Precision, fit, phase, resolve_precision
 
 
 # ---------------------------------------------------------------- metrics (pure tensors)
@@ -66,7 +66,7 @@ def _loader(dataset, batch_size: int, device: torch.device, num_workers: int = 0
                                        pin_memory=device.type == "cuda", **kw)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_masks(model, dataset: SegmentationDataset, batch_size: int, device, precision: Precision | None = None,
                   channels_last: bool = False, num_workers: int = 0):
     """Yields (predicted foreground, ground truth), both boolean B×H×W on the CPU, batch by batch."""
@@ -88,7 +88,8 @@ def evaluate_segmentation(model, dataset: SegmentationDataset, batch_size: int =
     """Mean per-image Dice and IoU of ``model`` on ``dataset`` (which carries its eval transform)."""
     dice, iou = [], []
     for pred, target in predict_masks(model, dataset, batch_size, device, precision, channels_last, num_workers):
-        d, i = dice_iou_per_image(pred, target)
+        with phase("metrics"):
+            d, i = dice_iou_per_image(pred, target)
         dice.append(d)
         iou.append(i)
     return {"dice": float(torch.cat(dice).mean()), "iou": float(torch.cat(iou).mean())}

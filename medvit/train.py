@@ -9,14 +9,15 @@ batches, the loss, the evaluation — is a :class:`Task` of a few lines: :class:
 
 Precision is a setting (:func:`resolve_precision`): ``auto`` is bf16 autocast on a GPU that supports it,
 fp16 autocast with a gradient scaler on one that does not (Colab's T4, V100), fp32 on the CPU; the authors
-trained in fp32. On CUDA, CNNs run channels_last and Adam is fused. Nothing synchronises the host with the
-device per step: the loss is summed on the device and a non-finite loss is checked every
-``NAN_CHECK_EVERY`` steps.
+trained in fp32. On CUDA and on the CPU, CNNs run channels_last and Adam is fused (on a CPU, oneDNN's
+channels_last convolutions and the fused Adam were measured faster: benchmarks/README.md). Evaluation runs
+under ``torch.inference_mode``. Nothing synchronises the host with the device per step: the loss is summed
+on the device and a non-finite loss is checked every ``NAN_CHECK_EVERY`` steps.
 
 Classification has two input paths. The **slow path** is the authors' pipeline: torchvision transforms
-image by image in DataLoader workers. The **fast path** (the default on CUDA) serves batches from the
-datasets' uint8 arrays (in memory, or the memory-mapped image cache) and augments them on the device with
-the same distribution (:mod:`medvit.data.gpu_augment`).
+image by image in DataLoader workers. The **fast path** (the default on CUDA and on the CPU when every split
+holds a uint8 array) serves batches from the datasets' uint8 arrays (in memory, or the memory-mapped image
+cache) and augments them in batches on the device with the same distribution (:mod:`medvit.data.gpu_augment`).
 """
 from __future__ import annotations
 
@@ -41,6 +42,22 @@ from .data.transforms import create_transform
 from .metrics import compute_metrics, scores_from_logits
 
 NAN_CHECK_EVERY = 20  # steps between host-side checks of the on-device non-finite-loss flag
+# The loop's phases carry torch.profiler labels (benchmarks/profile_run.py reads them): ~1 µs each when no
+# profiler is recording.
+PHASES = ("data", "forward", "backward", "optimizer", "validation", "test", "metrics", "best copy")
+phase = torch.profiler.record_function
+
+
+def labelled(iterable, name: str):
+    """``iterable``'s items, each fetched under the profiler label ``name``."""
+    it = iter(iterable)
+    while True:
+        with phase(name):
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+        yield item
 
 
 def seed_everything(seed: int) -> None:
@@ -142,13 +159,21 @@ class TrainingState:
     first_bad: torch.Tensor | None = None  # on-device: the first step with a non-finite loss, else -1
 
 
+FUSED_ADAM_DEVICES = ("cuda", "cpu")  # torch's fused Adam: one kernel over all parameters (CPU: ~4× foreach)
+CHANNELS_LAST_DEVICES = ("cuda", "cpu")  # cuDNN / oneDNN convolutions are faster channels_last
+
+
+def uses_channels_last(model, device: torch.device) -> bool:
+    """Whether ``model`` runs channels_last on ``device``: CNNs (not ViTs) on CUDA and on the CPU."""
+    return torch.device(device).type in CHANNELS_LAST_DEVICES and not model.has_attention
+
+
 def prepare_training(model, task: Task, config: TrainConfig, seed: int = 0, device: str | torch.device = "cpu",
                      precision: str = "auto", compile: bool = False) -> TrainingState:
     """The model on the device, checked against the data, with the protocol's optimiser and schedule."""
     device = torch.device(device)
     prec = resolve_precision(precision, device)
-    cuda = device.type == "cuda"
-    channels_last = cuda and not model.has_attention
+    channels_last = uses_channels_last(model, device)
     seed_everything(seed)
     model = model.to(device)
     if channels_last:
@@ -159,7 +184,7 @@ def prepare_training(model, task: Task, config: TrainConfig, seed: int = 0, devi
         raise ValueError(f"{task.name}: the training split gives no full batch of {config.batch_size} "
                          f"(drop_last); lower the batch size")
     optimizer = torch.optim.Adam(param_groups_weight_decay(model, config.weight_decay), lr=config.lr,
-                                 fused=True if cuda else None)
+                                 fused=True if device.type in FUSED_ADAM_DEVICES else None)
     total = config.epochs * len(batches)
     warmup = config.effective_warmup(total)
     scheduler = CosineLRScheduler(optimizer, t_initial=max(total - warmup, 1), lr_min=config.min_lr,
@@ -182,19 +207,22 @@ def train_epoch(state: TrainingState, config: TrainConfig, epoch: int, label: st
     model.train()
     loss_sum = torch.zeros((), device=device)
     bar = tqdm(state.batches, desc=label, disable=not progress, leave=False)
-    for i, (x, y) in enumerate(bar, start=1):
+    for i, (x, y) in enumerate(labelled(bar, "data"), start=1):
         state.scheduler.step_update(state.step)
-        if state.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with state.precision.autocast(device):
-            loss = state.task.loss(state.step_fn(x), y)
+        with phase("forward"):
+            if state.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with state.precision.autocast(device):
+                loss = state.task.loss(state.step_fn(x), y)
         state.first_bad = torch.where((state.first_bad < 0) & ~torch.isfinite(loss), state.step, state.first_bad)
-        state.optimizer.zero_grad(set_to_none=True)
-        state.scaler.scale(loss).backward()
-        state.scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
+        with phase("backward"):
+            state.optimizer.zero_grad(set_to_none=True)
+            state.scaler.scale(loss).backward()
+        with phase("optimizer"):
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
         loss_sum += loss.detach()
         state.step += 1
         if state.step % NAN_CHECK_EVERY == 0 or state.step == state.total_iters:
@@ -225,15 +253,18 @@ def fit(model, task: Task, config: TrainConfig, seed: int = 0, device: str | tor
         label = f"{getattr(model, 'name', type(model).__name__)} {task.name} epoch {epoch}/{config.epochs}"
         loss_sum = train_epoch(state, config, epoch, label=label, progress=progress)
         result.train_loss.append(float(loss_sum) / len(state.batches))  # one host sync per epoch
-        val_metrics, _ = evaluate("val")
+        with phase("validation"):
+            val_metrics, _ = evaluate("val")
         result.val_history.append(val_metrics)
         if val_metrics[task.target] > best_val:  # NaN never wins
             best_val, result.best_epoch = val_metrics[task.target], epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            with phase("best copy"):
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     if best_state is None:  # every validation score was NaN: report the last epoch, honestly labelled
         result.best_epoch, best_state = config.epochs, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    result.test_metrics, result.test_scores = evaluate("test")
+    with phase("test"):
+        result.test_metrics, result.test_scores = evaluate("test")
     result.best_val = best_val
     result.wall_time_s = time.perf_counter() - start
     return result
@@ -255,7 +286,7 @@ def task_loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float().reshape(logits.shape))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model, dataset: ImageDataset, batch_size: int = 256, device="cpu", precision: Precision | None = None,
             channels_last: bool = False, num_workers: int = 0) -> np.ndarray:
     """Scores (softmax / sigmoid) of ``model`` on ``dataset`` (which carries its eval transform)."""
@@ -266,7 +297,7 @@ def predict(model, dataset: ImageDataset, batch_size: int = 256, device="cpu", p
                    device, precision, channels_last)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_batched(model, dataset: ImageDataset, img_size: int, batch_size: int = 256, device="cpu",
                     precision: Precision | None = None, channels_last: bool = False) -> np.ndarray:
     """Scores of ``model`` on a raw uint8-array ``dataset`` with the paper's eval pipeline applied to whole
@@ -290,13 +321,19 @@ def _scores(model, batches, task: str, device: torch.device, precision: Precisio
     return torch.cat(out).cpu().numpy()  # the one copy to the host
 
 
+FAST_PATH_DEVICES = ("cuda", "cpu")  # where fast_path=None takes the fast path (CPU: measured in benchmarks/)
+
+
 def resolve_fast_path(fast_path: bool | None, device: torch.device, *datasets: ImageDataset) -> bool:
-    """Whether a run takes the fast path: None → on CUDA when every split holds a uint8 array (else the slow
-    path, with a warning); True → required (a file-backed split is an error)."""
+    """Whether a run takes the fast path: None → on CUDA and on the CPU when every split holds a uint8 array
+    (else the slow path, with a warning on CUDA); True → required (a file-backed split is an error)."""
     file_backed = [f"{d.info.name}/{d.split}" for d in datasets if d.images is None]
     how = "wrap it in the image cache: medvit.data.cache.cached(dataset, resize_size(img_size))"
     if fast_path is None:
-        if torch.device(device).type != "cuda":
+        kind = torch.device(device).type
+        if kind not in FAST_PATH_DEVICES:
+            return False
+        if file_backed and kind != "cuda":  # CPU: the per-image pipeline in DataLoader workers is the usual way
             return False
         if file_backed:
             warnings.warn(f"fast path off: {', '.join(file_backed)} is file-backed, so this run takes the slow "
@@ -408,7 +445,8 @@ class Classification:
                  channels_last: bool) -> tuple[dict[str, float], np.ndarray]:
         ds = getattr(self, split)
         scores = self.scores(model, split, device, precision, channels_last)
-        return compute_metrics(ds.info.task, ds.labels, scores), scores
+        with phase("metrics"):
+            return compute_metrics(ds.info.task, ds.labels, scores), scores
 
 
 def finetune(model, train: ImageDataset, val: ImageDataset, test: ImageDataset, config: TrainConfig,

@@ -106,6 +106,26 @@ def test_colour_jitter_equals_torchvision_ops_in_the_drawn_order():
     assert len({tuple(o) for o in params["order"].tolist()}) > 10  # random orders, not one fixed order
 
 
+def test_hue_of_the_selected_samples_only_equals_the_masked_whole_batch():
+    """The CPU converts only the samples whose op is hue; the GPU masks the whole batch: same values."""
+    g = torch.Generator().manual_seed(1)
+    x, factor = torch.rand(16, 3, 8, 8, generator=g), torch.rand(16, generator=g) - 0.5
+    for rotate in (torch.rand(16, generator=g) < 0.3, torch.zeros(16).bool(), torch.ones(16).bool()):
+        masked = torch.where(rotate.view(-1, 1, 1, 1), G.adjust_hue(x, factor), x)
+        assert torch.equal(G._hue_where(x, rotate, factor), masked)
+
+
+def test_the_fast_path_is_the_default_on_cpu_for_uint8_arrays():
+    from medvit.data.base import ImageDataset
+    from medvit.train import resolve_fast_path
+
+    arrays = shapes("train", n=8)
+    files = ImageDataset(arrays.info, "train", arrays.labels, paths=[f"img{i}.png" for i in range(8)])
+    assert resolve_fast_path(None, torch.device("cpu"), arrays, arrays) is True
+    assert resolve_fast_path(None, torch.device("cpu"), arrays, files) is False  # per-image loader, no warning
+    assert resolve_fast_path(False, torch.device("cpu"), arrays) is False
+
+
 def test_crop_boxes_follow_torchvision_random_resized_crop_distribution():
     n, size = 4000, 37
     fast = G.sample_crop_boxes(n, size, size, generator=torch.Generator().manual_seed(0))

@@ -91,7 +91,8 @@ def test_finetune_reports_the_best_validation_epoch_test_metrics(small_splits, m
     monkeypatch.setattr(medvit.train, "compute_metrics", metrics_with_forced_val)
     model = TinyNet()
     config = TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_iters=0)
-    result = finetune(model, train, val, test, config, img_size=32, seed=0, progress=False)
+    # the slow path: its evaluation is ``predict`` with torchvision's eval transform, compared with below
+    result = finetune(model, train, val, test, config, img_size=32, seed=0, progress=False, fast_path=False)
 
     assert (result.best_epoch, result.best_val) == (2, 0.9)
     assert [h["quadratic_kappa"] for h in result.val_history] == [0.2, 0.9, 0.5]
