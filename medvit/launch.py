@@ -4,25 +4,35 @@ The grid is every figure's runs (``medvit.figures.FIGURES``, each figure's ``pla
 run once even when several figures need it (Fig 1 and Fig 3 share fine-tuning runs). A run is an
 independent, idempotent job identified by its settings (experiment, dataset, model, init, repetition
 and the profile, whose results folder holds it): the job calls ``execute_run``, which appends one row
-to ``<results_dir>/<profile>/`` atomically. So a launch submits only the runs that have no ``ok`` row,
-jobs may run anywhere that sees the results folder, and a killed job leaves its run missing
-for the next launch.
+to ``<results_dir>/<profile>/`` atomically when the run ends. So a launch submits only the runs whose
+newest row is not ``ok``, jobs may run anywhere that sees the results folder, and a killed job leaves its
+run missing (no partial row) for the next launch.
 
 Both launchers go through submitit (``pip install "medvit[cluster]"``):
 
 - ``launch_local``: ``submitit.LocalExecutor``, each run a separate process, at most one run per GPU
   at a time (``CUDA_VISIBLE_DEVICES`` set to that GPU); without GPUs, one run at a time on the CPU.
-- ``launch_slurm``: ``submitit.AutoExecutor`` on Slurm, one job array per wave (``executor.batch()``),
-  with partition, time, GPUs, CPUs and memory per job from the command line.
+- ``launch_slurm``: ``submitit.SlurmExecutor``, one job array per wave (``executor.batch()``), one task
+  per run, with the resources of the profile's ``slurm`` section (``Params.slurm``). The launch waits,
+  showing queued / running / done / failed from Slurm's accounting (``sacct``). Each submitted task is
+  recorded under ``<results_dir>/<profile>/jobs/inflight/``, so a launch that was killed and is run
+  again reattaches to its tasks still queued or running and submits only the runs that have neither a
+  row nor a live task. A preempted task is requeued by submitit's checkpoint/requeue and restarts its
+  run; a task at its time limit fails (its run is submitted again by the next launch).
 
 Runs that read another experiment's checkpoints (``Experiment.needs``) go in a second wave, after the runs
 they read. Unavailable pretrained weights give ``unavailable`` rows, never failures; a job that raises
-(``failed`` row) or dies is a failure, reported with its log file and error.
+(``failed`` row) or dies is a failure, reported with its log file and the first line of its error.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +44,14 @@ from .experiments import EXPERIMENTS, FIGURES, execute_run, plan, results_store
 from .runs import Run
 from .params import Params, load_params
 
-
-# Experiments whose runs read the checkpoints of another experiment's runs (Fig 5's fine-tuned attention
-# distances read Fig 1's fine-tuned models): they wait for a second wave.
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's LocalExecutor kills a job after timeout_min (default 2 min)
-SLURM_QUEUED = {"PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "UNKNOWN"}
+# Slurm job states (sacct) of a task that has not started, or waits to start again.
+SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING", "SUSPENDED",
+                "PREEMPTED", "UNKNOWN"}
+# Seconds before the time limit at which Slurm sends the task submitit's signal (USR2; submitit's default).
+SIGNAL_DELAY_S = 90
+# Seconds a task shown as queued may be missing from squeue before it counts as cancelled before it started.
+VANISHED_S = 20.0
 
 
 def launch_params(profile: str, results_dir: str | os.PathLike | None = None, **overrides) -> Params:
@@ -88,10 +101,18 @@ def waves(runs: list[Run]) -> list[list[Run]]:
     return [w for w in (first, later) if w]
 
 
-def execute_job(run: Run, params: Params, force: bool = False) -> dict:
-    """What one job does: ``execute_run`` unless the run is already done (jobs are idempotent), and a
-    short summary back to the launcher. A failing run raises (its ``failed`` row is written first)."""
-    row = execute_run(run, params, results_store(params), force=force)
+def execute_job(run: Run, params: Params, force: bool = False, execute: Callable | None = None) -> dict:
+    """What one job does: ``execute_run`` (or ``execute(run, params, store)``, a stand-in in tests), which claims
+    the run and does nothing when it is already done under the current settings or another live process holds
+    it (jobs are idempotent: a requeued task whose run ended meanwhile returns at once), and a short summary
+    back to the launcher. A failing run raises (its ``failed`` row is written first)."""
+    store = results_store(params)
+    if execute is None:
+        row = execute_run(run, params, store, force=force)
+    elif not force and run.run_id in store.done():
+        return {"run_id": run.run_id, "status": "ok", "skipped": True}
+    else:
+        row = execute(run, params, store)
     if row.get("skipped") == "claimed":  # another live process is doing it: this job has nothing to do
         return {"run_id": run.run_id, "status": "ok", "skipped": True, "holder": row["holder"]}
     return {"run_id": run.run_id, "status": row["status"], "value": row.get("value"),
@@ -104,72 +125,122 @@ class JobOutcome:
     run: Run
     job_id: str
     status: str  # ok | unavailable | failed
-    error: str = ""
+    error: str = ""  # the job's exception, or what the scheduler said
     log: str = ""  # the job's stderr file
+    state: str = ""  # the scheduler's final state (Slurm: COMPLETED, FAILED, CANCELLED, TIMEOUT, ...)
+
+    @property
+    def error_line(self) -> str:
+        return error_line(self.error, self.state)
+
+    def describe(self) -> str:
+        """``FAILED <run> (job <id>, <state>): <first line of the error>`` and the log file on a second line."""
+        state = f", Slurm state {self.state}" if self.state and self.state not in ("FINISHED", "DONE") else ""
+        return f"FAILED {self.run.run_id} (job {self.job_id}{state}): {self.error_line}\n    log: {self.log}"
+
+
+def error_line(error: str, state: str = "") -> str:
+    """The first line of a failed job's error: the exception line of its (last) Python traceback when the
+    run raised; Slurm's own message (``*** JOB 12 ON node CANCELLED AT ... ***``) when the task was killed;
+    else the first line of the error text."""
+    lines = [line.rstrip() for line in error.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        for line in lines[starts[-1] + 1:]:
+            if not line.startswith((" ", "\t")):
+                return line.strip()
+    slurm = [line.strip() for line in lines if "*** JOB" in line or "*** STEP" in line]
+    if slurm:
+        return slurm[-1]
+    if state and "has not produced any output" in error:
+        return f"the task ended without a result (Slurm state {state})"
+    return lines[0] if lines else f"no error text (state {state or 'unknown'})"
 
 
 @dataclass
 class LaunchReport:
-    """What a launch did: the runs it submitted and each one's outcome."""
+    """What a launch did: the runs it submitted, the in-flight jobs it reattached to, and each one's outcome."""
 
     launcher: str
     planned: int  # runs in the grid
+    submitted: list[Run] = field(default_factory=list)
+    reattached: list[Run] = field(default_factory=list)  # Slurm: runs whose earlier task was still queued or running
     outcomes: list[JobOutcome] = field(default_factory=list)
     wall_time_s: float = 0.0
-
-    @property
-    def submitted(self) -> list[Run]:
-        return [o.run for o in self.outcomes]
+    # Slurm: (seconds since the start, queued, running, ok, unavailable, failed) each time the counts changed
+    timeline: list[tuple[float, int, int, int, int, int]] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def failed(self) -> list[JobOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def summary(self) -> str:
+        if self.dry_run:
+            return f"{self.launcher}: dry run, {len(self.submitted)} of {self.planned} runs would be submitted"
         counts = {s: sum(o.status == s for o in self.outcomes) for s in ("ok", "unavailable", "failed")}
-        lines = [f"{self.launcher}: {self.planned} runs in the grid, {len(self.outcomes)} submitted "
-                 f"({self.planned - len(self.outcomes)} already done) in {self.wall_time_s:.0f} s: "
+        handled = len(self.submitted) + len(self.reattached)
+        lines = [f"{self.launcher}: {self.planned} runs in the grid, {len(self.submitted)} submitted"
+                 + (f", {len(self.reattached)} reattached" if self.reattached else "")
+                 + f" ({self.planned - handled} already done) in {self.wall_time_s:.0f} s: "
                  + ", ".join(f"{n} {s}" for s, n in counts.items())]
-        for o in self.failed:
-            lines += [f"FAILED {o.run.run_id} (job {o.job_id}); log: {o.log}", _indent(o.error)]
+        lines += [o.describe() for o in self.failed]
         if self.failed:
             lines.append("rerun the same command after fixing: only the runs that are not done are submitted")
         return "\n".join(lines)
 
 
-def _indent(text: str, last: int = 12) -> str:
-    lines = text.strip().splitlines()
-    return "\n".join("    " + line for line in (["..."] if len(lines) > last else []) + lines[-last:])
-
-
 def _outcome(run: Run, job) -> JobOutcome:
-    """A finished job's outcome: the run's status from the job's result, or ``failed`` with its error."""
+    """A finished job's outcome: the run's status from the job's result, or ``failed`` with its error; with
+    the scheduler's state once final (a task's result is written while its process still runs)."""
     error = job.exception()
+    state = _state(job)
+    if state.split(" ")[0] in SLURM_QUEUED | {"RUNNING", "COMPLETING"}:
+        state = ""
     if error is None:
-        return JobOutcome(run, str(job.job_id), job.result()["status"], log=str(job.paths.stderr))
-    return JobOutcome(run, str(job.job_id), "failed", error=str(error), log=str(job.paths.stderr))
+        return JobOutcome(run, str(job.job_id), job.result()["status"], log=str(job.paths.stderr), state=state)
+    return JobOutcome(run, str(job.job_id), "failed", error=str(error), log=str(job.paths.stderr), state=state)
+
+
+def _state(job) -> str:
+    """The job's last known scheduler state, without asking the scheduler again (Slurm: from the last sacct)."""
+    watcher = getattr(type(job), "watcher", None)
+    if watcher is not None and hasattr(watcher, "get_state") and type(job).__name__ == "SlurmJob":
+        return watcher.get_state(str(job.job_id), mode="cache")
+    return str(getattr(job, "state", ""))
 
 
 class _Progress:
     """A tqdm bar over finished runs with a postfix of queued / running / ok / unavailable / failed,
-    redrawn every ``every_s`` seconds (every minute when stderr is not a terminal, to keep logs short)."""
+    redrawn every ``every_s`` seconds (every minute when stderr is not a terminal, to keep logs short).
+    Without the bar (``enabled=False``), event lines (submissions, failures) go to ``log``."""
 
-    def __init__(self, total: int, desc: str, enabled: bool, every_s: float):
-        import sys
-
+    def __init__(self, total: int, desc: str, enabled: bool, every_s: float, log: Callable = print):
+        self.enabled, self.log = enabled, log
         self.bar = tqdm(total=total, desc=desc, unit="run", disable=not enabled)
         self.every_s = every_s if sys.stderr.isatty() else max(every_s, 60.0)
         self.last_shown = float("-inf")
         self.outcomes: list[JobOutcome] = []
+        self.start = time.monotonic()
+        self.timeline: list[tuple[float, int, int, int, int, int]] = []
+
+    def write(self, text: str) -> None:
+        if self.enabled:
+            self.bar.write(text)
+        else:
+            self.log(text, flush=True)
 
     def finished(self, outcome: JobOutcome) -> None:
         self.outcomes.append(outcome)
         if outcome.status == "failed":
-            self.bar.write(f"FAILED {outcome.run.run_id} (job {outcome.job_id}); log: {outcome.log}")
+            self.write(outcome.describe())
         self.bar.update(1)
 
     def show(self, queued: int, running: int) -> None:
         counts = {s: sum(o.status == s for o in self.outcomes) for s in ("ok", "unavailable", "failed")}
+        now = (queued, running, *counts.values())
+        if not self.timeline or self.timeline[-1][1:] != now:
+            self.timeline.append((round(time.monotonic() - self.start, 1), *now))
         self.bar.set_postfix(queued=queued, running=running, **counts, refresh=False)
         if time.monotonic() - self.last_shown >= self.every_s:
             self.bar.refresh()
@@ -241,7 +312,7 @@ def launch_local(params: Params, runs: list[Run], gpus: int | None = None, folde
         raise
     finally:
         bar.close()
-    report.outcomes, report.wall_time_s = bar.outcomes, time.perf_counter() - start
+    report.submitted, report.outcomes, report.wall_time_s = list(runs), bar.outcomes, time.perf_counter() - start
     return report
 
 
@@ -268,55 +339,229 @@ def parse_minutes(text: str | int) -> int:
     return minutes
 
 
-def slurm_executor(folder: str | os.PathLike, partition: str | None = None, time_min: int = 240, gpus: int = 1,
-                   cpus_per_task: int = 8, mem_gb: float = 32, array_parallelism: int = 64,
-                   account: str | None = None, qos: str | None = None, name: str = "medvit", cluster: str = "slurm"):
-    """A ``submitit.AutoExecutor`` for Slurm with one task per job and these resources per job."""
-    import shutil
+def _mem(mem_gb: float) -> str:
+    """sbatch's ``--mem`` as submitit writes it: whole GB as ``32GB``, else MB."""
+    return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
 
-    if cluster == "slurm" and not (shutil.which("srun") and shutil.which("sbatch")):
+
+def sbatch_options(params: Params, tasks: int | None = None, signal_delay_s: int = SIGNAL_DELAY_S) -> list[str]:
+    """The sbatch options of one run's task, from the profile's ``slurm`` resources (``Params.slurm``), as
+    ``--name=value`` (what the job array's script says in its ``#SBATCH`` lines); ``--array`` for ``tasks``."""
+    s = params.slurm
+    options = {"job-name": f"medvit-{params.profile}", "partition": s.partition, "time": parse_minutes(s.time),
+               "nodes": 1, "ntasks-per-node": 1, "cpus-per-task": s.cpus_per_task, "gpus-per-node": s.gpus or None,
+               "mem": _mem(s.mem_gb), "account": s.account, "qos": s.qos, "signal": f"USR2@{signal_delay_s}"}
+    if tasks:
+        options["array"] = f"0-{tasks - 1}%{min(tasks, s.array_parallelism)}"
+    return [f"--{k}={v}" for k, v in options.items() if v is not None]
+
+
+def slurm_executor(params: Params, folder: str | os.PathLike | None = None, signal_delay_s: int = SIGNAL_DELAY_S):
+    """A ``submitit.SlurmExecutor`` with one task per job and the profile's resources (``Params.slurm``);
+    job folders ``<folder>/<job id>/`` (default ``<results_dir>/<profile>/jobs/``). A task is never requeued
+    after its time limit (``max_num_timeout=0``: the same run would hit the same limit); preempted tasks are."""
+    submitit = _submitit()
+    if not (shutil.which("srun") and shutil.which("sbatch")):
         raise FileNotFoundError("no `srun`/`sbatch` on PATH: --launcher slurm runs on a Slurm login node "
                                 "(use --launcher local on a workstation)")
-    executor = _submitit().AutoExecutor(folder=Path(folder) / "%j", cluster=cluster)
-    executor.update_parameters(name=name, timeout_min=int(time_min), gpus_per_node=int(gpus), nodes=1,
-                               tasks_per_node=1, cpus_per_task=int(cpus_per_task), mem_gb=mem_gb,
-                               slurm_partition=partition, slurm_array_parallelism=int(array_parallelism),
-                               slurm_account=account, slurm_qos=qos)
+    s = params.slurm
+    executor = submitit.SlurmExecutor(folder=Path(folder or _jobs_folder(params)) / "%j", max_num_timeout=0,
+                                      python=task_python())
+    executor.update_parameters(job_name=f"medvit-{params.profile}", partition=s.partition,
+                               time=parse_minutes(s.time), nodes=1, ntasks_per_node=1, cpus_per_task=s.cpus_per_task,
+                               gpus_per_node=s.gpus or None, mem=_mem(s.mem_gb), array_parallelism=s.array_parallelism,
+                               account=s.account, qos=s.qos, signal_delay_s=signal_delay_s)
     return executor
 
 
+def task_python(python: str = sys.executable) -> str:
+    """The command that starts a task's Python, with ``USR2`` ignored until submitit installs its handler.
+    A task's first seconds (importing torch, unpickling the run) are otherwise unprotected: Slurm's preemption
+    or time-limit signal (``USR2``) would kill the process there instead of reaching submitit's handler (an
+    ignored signal stays ignored across ``exec``; Slurm then requeues or ends the task itself)."""
+    script = 'trap "" USR2; exec "$0" "$@"'
+    return f"/bin/sh -c {shlex.quote(script)} {shlex.quote(python)}"
+
+
+class SlurmTask:
+    """What one array task runs: :func:`execute_job` for its run. It is checkpointable in submitit's sense
+    (a ``checkpoint`` method): when Slurm preempts the task, submitit's handler (on ``USR2``) calls
+    ``checkpoint``, requeues the task with the same arguments and exits; the requeued task starts the run
+    again from its beginning. Rows are written only when a run ends, so the stopped attempt leaves no row,
+    and a task whose run has an ``ok`` row by then returns at once. At the time limit submitit does not
+    requeue (``max_num_timeout=0``) and the run fails with a ``TimeoutError`` naming the limit."""
+
+    def __init__(self, execute: Callable | None = None):
+        self.execute = execute  # None: execute_run (tests give a faster stand-in)
+
+    def __call__(self, run: Run, params: Params, force: bool = False) -> dict:
+        try:
+            return execute_job(run, params, force, self.execute)
+        except Exception as err:
+            if type(err).__name__ == "UncompletedJobError" and "timed-out" in str(err):
+                raise TimeoutError(f"{run.run_id} reached the Slurm time limit (slurm.time={params.slurm.time!r}) "
+                                   f"before it ended: raise slurm.time (--slurm-time); the next launch submits it "
+                                   f"again") from err
+            raise
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def dry_run_text(params: Params, runs: list[Run], signal_delay_s: int = SIGNAL_DELAY_S) -> str:
+    """What ``launch_slurm`` would submit: the sbatch options of each job array and its tasks' runs."""
+    lines = [f"slurm dry run: {len(runs)} run(s) to submit (profile {params.profile}); nothing is submitted",
+             f"job folders: {_jobs_folder(params)}/<array id>_<task>/ (logs: <array id>_<task>_0_log.err / .out)"]
+    for i, wave in enumerate(waves(runs)):
+        after = " (submitted when the first array has ended: its runs read that array's checkpoints)" if i else ""
+        lines.append(f"job array {i + 1}: {len(wave)} task(s){after}")
+        lines.append("  sbatch " + " ".join(sbatch_options(params, len(wave), signal_delay_s)))
+        lines += [f"  task {t:>3}: {run.run_id}" for t, run in enumerate(wave)]
+    return "\n".join(lines)
+
+
+def _inflight_folder(params: Params) -> Path:
+    return _jobs_folder(params) / "inflight"
+
+
+def _record_inflight(params: Params, submitted: list[tuple[object, Run]]) -> None:
+    """One file per submitted run, ``jobs/inflight/<run_id>.json`` = its task's job id (written atomically)."""
+    folder = _inflight_folder(params)
+    folder.mkdir(parents=True, exist_ok=True)
+    for job, run in submitted:
+        tmp = folder / f".{run.run_id}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"run_id": run.run_id, "job_id": str(job.job_id), "submitted": time.time()}))
+        os.replace(tmp, folder / f"{run.run_id}.json")
+
+
+def _forget_inflight(params: Params, run: Run, job_id: str) -> None:
+    path = _inflight_folder(params) / f"{run.run_id}.json"
+    try:
+        if json.loads(path.read_text())["job_id"] == job_id:
+            path.unlink()
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+def _in_queue(job_ids: list[str]) -> set[str]:
+    """The ids among ``job_ids`` (``<array id>_<task>``) that Slurm's queue (``squeue``) still holds: the
+    second source for tasks that accounting does not know (not yet recorded, cancelled before they started,
+    or a cluster without ``sacct``)."""
+    arrays = sorted({str(j).split("_")[0] for j in job_ids})
+    found: set[str] = set()
+    if not shutil.which("squeue"):
+        return found
+    for array in arrays:  # one by one: squeue fails for a whole list when one id has left its memory
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", array], capture_output=True, text=True)
+        if out.returncode == 0:
+            found |= set(out.stdout.split())
+        elif "Invalid job id" not in out.stderr:  # the controller did not answer: assume nothing left the queue
+            found |= {str(j) for j in job_ids if str(j).split("_")[0] == array}
+    return found & {str(j) for j in job_ids}
+
+
+def _vanished(run: Run, job) -> JobOutcome:
+    """The outcome of a task that left the queue without a result and without a record in Slurm's accounting."""
+    stderr = job.stderr() or ""
+    error = (f"task {job.job_id} left the queue without a result, and Slurm's accounting (sacct) has no record of "
+             f"it (cancelled before it started?)" + (f"\n{stderr}" if stderr.strip() else ""))
+    return JobOutcome(run, str(job.job_id), "failed", error=error, log=str(job.paths.stderr), state="UNKNOWN")
+
+
+def _reattach(params: Params, runs: list[Run], folder: Path) -> dict[Run, object]:
+    """The runs among ``runs`` whose recorded task is still queued or running (``squeue``), as
+    ``run -> SlurmJob`` read back from its job folder; records of tasks that ended are dropped (those runs
+    are submitted again)."""
+    records = {}
+    for run in runs:
+        path = _inflight_folder(params) / f"{run.run_id}.json"
+        if path.is_file():
+            try:
+                records[run] = json.loads(path.read_text())["job_id"]
+            except (ValueError, KeyError):
+                path.unlink()
+    if not records:
+        return {}
+    jobs = {run: _submitit().SlurmJob(folder=folder, job_id=job_id) for run, job_id in records.items()}
+    # the controller's queue decides: accounting may still list a task cancelled while pending as PENDING
+    in_queue = _in_queue(list(records.values()))
+    live = {}
+    for run, job in jobs.items():
+        if str(job.job_id) in in_queue and not job.paths.result_pickle.exists():
+            live[run] = job
+        else:
+            _forget_inflight(params, run, str(job.job_id))
+    return live
+
+
 def launch_slurm(params: Params, runs: list[Run], executor=None, force: bool = False, poll_s: float = 30.0,
-                 progress: bool = True, **resources) -> LaunchReport:
-    """Submit ``runs`` as Slurm job arrays (one per wave) and wait, showing queued / running / done /
-    failed from the jobs' states. ``resources`` go to :func:`slurm_executor` when no executor is given."""
+                 progress: bool = True, dry_run: bool = False, execute: Callable | None = None,
+                 signal_delay_s: int = SIGNAL_DELAY_S, log: Callable = print) -> LaunchReport:
+    """Submit ``runs`` as Slurm job arrays (one per wave; resources from ``params.slurm``) and wait, showing
+    queued / running / done / failed from Slurm's accounting. Runs whose task from an earlier launch is still
+    queued or running are reattached, not submitted again. ``dry_run``: print the sbatch options and the
+    tasks, submit nothing. ``execute`` replaces ``execute_run`` in the tasks (a stand-in for tests)."""
     start = time.perf_counter()
+    report = LaunchReport("slurm", planned=len(runs), dry_run=dry_run)
+    if dry_run:
+        log(dry_run_text(params, runs, signal_delay_s), flush=True)
+        report.submitted = list(runs)
+        return report
     if executor is None:
-        executor = slurm_executor(_jobs_folder(params), name=f"medvit-{params.profile}", **resources)
-    report = LaunchReport("slurm", planned=len(runs))
-    bar = _Progress(len(runs), "slurm", progress, every_s=poll_s)
+        executor = slurm_executor(params, signal_delay_s=signal_delay_s)
+    task = SlurmTask(execute)
+    bar = _Progress(len(runs), "slurm", progress, every_s=poll_s, log=log)
+    watcher = _submitit().SlurmJob.watcher
+    live = _reattach(params, runs, Path(executor.folder))
     try:
         for wave in waves(runs):
-            with executor.batch():
-                submitted = [(executor.submit(execute_job, run, params, force), run) for run in wave]
-            bar.bar.write(f"submitted {len(wave)} run(s) as job array {submitted[0][0].job_id.split('_')[0]}; "
-                          f"logs in {submitted[0][0].paths.folder.parent}")
-            running = dict(submitted)
+            attached = [(live[run], run) for run in wave if run in live]
+            todo = [run for run in wave if run not in live]
+            if attached:
+                report.reattached += [run for _, run in attached]
+                bar.write(f"reattached to {len(attached)} task(s) of an earlier launch still queued or running: "
+                          + ", ".join(sorted({str(j.job_id).split('_')[0] for j, _ in attached})))
+            submitted = []
+            if todo:
+                with executor.batch():
+                    jobs = [executor.submit(task, run, params, force) for run in todo]
+                submitted = list(zip(jobs, todo))
+                _record_inflight(params, submitted)
+                report.submitted += todo
+                bar.write(f"submitted {len(todo)} run(s) as job array {str(jobs[0].job_id).split('_')[0]}; "
+                          f"logs in {jobs[0].paths.folder.parent}")
+            running = dict(attached + submitted)
+            # A task that accounting shows as queued (or not at all) but that the queue no longer holds was
+            # cancelled before it started: sacct keeps no record of such array tasks (its last word stays
+            # PENDING). Such a task counts as ended once it has been out of squeue for VANISHED_S.
+            absent_since: dict = {}
             while running:
-                type(submitted[0][0]).watcher.update()  # one sacct call for all jobs, every poll
-                for job in [j for j in running if j.done()]:
-                    bar.finished(_outcome(running.pop(job), job))
-                states = [j.state for j in running]
-                queued = sum(s.split(" ")[0] in SLURM_QUEUED for s in states)
+                watcher.update()  # one sacct call for all tasks, every poll
+                waiting = [j for j in running if _state(j).split(" ")[0] in SLURM_QUEUED
+                           and not j.paths.result_pickle.exists()]
+                queued_ids = _in_queue([str(j.job_id) for j in waiting]) if waiting else set()
+                absent_since = {j: absent_since.get(j, time.monotonic()) for j in waiting
+                                if str(j.job_id) not in queued_ids}
+                vanished = {j for j, t in absent_since.items() if time.monotonic() - t >= VANISHED_S}
+                for job in [j for j in running if j.done() or j in vanished]:
+                    run = running.pop(job)
+                    bar.finished(_outcome(run, job) if job.done() else _vanished(run, job))
+                    _forget_inflight(params, run, str(job.job_id))
+                queued = sum(_state(j).split(" ")[0] in SLURM_QUEUED for j in running)
                 bar.show(queued=queued, running=len(running) - queued)
                 if running:
                     time.sleep(poll_s)
     except KeyboardInterrupt:
-        bar.bar.write("interrupted: the submitted jobs keep running on the cluster (squeue --me); their rows "
-                      "land in the results folder as they finish. Rerun once they are done.")
+        bar.write("interrupted: the submitted tasks keep running on the cluster (squeue --me); their rows land "
+                  "in the results folder as they finish. Run the same command again: it reattaches to the tasks "
+                  "still queued or running and submits only the runs that have neither.")
         raise
     finally:
         bar.close()
-    report.outcomes, report.wall_time_s = bar.outcomes, time.perf_counter() - start
+    report.outcomes, report.timeline = bar.outcomes, bar.timeline
+    report.wall_time_s = time.perf_counter() - start
     return report
 
 
@@ -329,8 +574,8 @@ def _submitit():
 
 
 def _jobs_folder(params: Params) -> Path:
-    """Where submitit keeps job pickles and logs: ``<results_dir>/<profile>/jobs/`` (Slurm: one folder per job
-    id; local: one folder per launch)."""
+    """Where submitit keeps job pickles and logs: ``<results_dir>/<profile>/jobs/`` (Slurm: one folder per task
+    ``<array id>_<task>``, and ``inflight/``; local: one folder per launch)."""
     return Path(params.results_dir) / params.profile / "jobs"
 
 
@@ -340,14 +585,19 @@ LAUNCHERS: dict[str, Callable[..., LaunchReport]] = {"local": launch_local, "slu
 def launch(params: Params, launcher: str, figures: list[str] | None = None, force: bool = False,
            log=print, **options) -> LaunchReport:
     """Run the grid's pending runs (of ``figures``, default all) with ``launcher`` (``local`` | ``slurm``);
-    ``options`` go to :func:`launch_local` (gpus) or :func:`launch_slurm` (partition, time_min, gpus,
-    cpus_per_task, mem_gb, array_parallelism, account, qos)."""
+    ``options`` go to :func:`launch_local` (gpus, poll_s, progress) or :func:`launch_slurm` (dry_run, poll_s,
+    progress, executor, execute, signal_delay_s). Slurm resources come from ``params.slurm``
+    (``launch_params(profile, slurm={"partition": "gpu"})`` overrides the profile's)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; expected one of {', '.join(LAUNCHERS)}")
+    if not options.get("dry_run"):
+        _submitit()  # one clear line before anything else when the extra is missing
     runs = pending_runs(params, figures, force)
     total = len(grid_runs(params, figures))
     log(f"{launcher}: {total} runs in the grid of {', '.join(figures or FIGURES)} (profile {params.profile}), "
         f"{len(runs)} to do; results in {results_store(params).root}", flush=True)
+    if launcher == "slurm":
+        options["log"] = log
     report = LAUNCHERS[launcher](params, runs, force=force, **options)
     report.planned = total
     return report

@@ -1,8 +1,10 @@
 """Launching the grid as separate jobs (medvit.launch): the deduplicated grid, what is pending, the waves, the
-Slurm submission (a fake sbatch/sacct on PATH: submitit's real code path without a cluster), and local jobs run
+Slurm submission (a fake sbatch/sacct on PATH: submitit's real code path without a cluster; the real cluster is
+tests/test_slurm_cluster.py), the dry run, the errors, and local jobs run
 by submitit's LocalExecutor as separate processes, with a job killed mid-way and a rerun that submits only it."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -14,8 +16,9 @@ from types import SimpleNamespace
 
 from medvit.experiments import FIGURES, plan
 from medvit.runs import Run
-from medvit.launch import (execute_job, grid_runs, launch, launch_local, launch_params, launch_slurm, local_gpus,
-                           parse_minutes, pending_runs, run_states, slurm_executor, waves)
+from medvit.launch import (SlurmTask, _reattach, error_line, execute_job, grid_runs, launch, launch_local,
+                           launch_params, launch_slurm, local_gpus, parse_minutes, pending_runs, run_states,
+                           sbatch_options, slurm_executor, task_python, waves)
 from medvit.results import ResultsStore
 
 TINY = {"synthetic_shapes": {"size": 32, "num_classes": 3, "n_train": 32, "n_val": 16, "n_test": 16}}
@@ -124,36 +127,140 @@ def fake_slurm(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_slurm_launch_submits_one_job_array_with_the_resources_and_reports_failed_jobs_with_their_logs(fake_slurm):
-    params = launch_params("smoke", fake_slurm / "results", fig1_inits=["random"], fig1_models=["resnet18"])
+SLURM = {"partition": "gpu", "time": "1:30:00", "gpus": 1, "cpus_per_task": 4, "mem_gb": 16, "array_parallelism": 1}
+
+
+def test_slurm_launch_submits_one_job_array_with_the_profiles_resources_and_reports_failed_jobs(fake_slurm):
+    params = launch_params("smoke", fake_slurm / "results", slurm=SLURM, fig1_inits=["random"],
+                           fig1_models=["resnet18"])
     runs = grid_runs(params, ["fig1"])
-    executor = slurm_executor(fake_slurm / "jobs", partition="gpu", time_min=90, gpus=1, cpus_per_task=4, mem_gb=16,
-                              array_parallelism=1, name="medvit-smoke")
-    report = launch_slurm(params, runs, executor=executor, poll_s=0.01, progress=False)
+    report = launch_slurm(params, runs, poll_s=0.01, progress=False, log=lambda *a, **k: None)
 
     sbatch = (fake_slurm / "submitted.sh").read_text()
     for flag in ("--array=0-1%1", "--partition=gpu", "--time=90", "--gpus-per-node=1", "--cpus-per-task=4",
-                 "--mem=16GB", "--job-name=medvit-smoke", "--nodes=1", "--ntasks-per-node=1"):
+                 "--mem=16GB", "--job-name=medvit-smoke", "--nodes=1", "--ntasks-per-node=1", "--signal=USR2@90"):
         assert f"#SBATCH {flag}\n" in sbatch, flag
+    for option in sbatch_options(params, len(runs)):  # what --dry-run prints is what is submitted
+        assert f"#SBATCH {option}\n" in sbatch, option
+    assert "trap \"\" USR2; exec" in sbatch  # the task's Python starts with USR2 ignored (task_python)
     assert report.submitted == runs and len(report.failed) == 2
     failure = report.failed[0]
-    assert failure.job_id == "4242_0" and failure.log == str(fake_slurm / "jobs" / "4242_0" / "4242_0_0_log.err")
-    assert "state: FAILED" in failure.error
+    jobs = fake_slurm / "results" / "smoke" / "jobs"
+    assert failure.job_id == "4242_0" and failure.log == str(jobs / "4242_0" / "4242_0_0_log.err")
+    assert failure.state == "FAILED" and failure.error_line == "the task ended without a result (Slurm state FAILED)"
     summary = report.summary()
-    assert "0 ok, 0 unavailable, 2 failed" in summary and f"log: {failure.log}" in summary
+    assert "0 ok, 0 unavailable, 2 failed" in summary
+    assert f"FAILED {runs[0].run_id} (job 4242_0, Slurm state FAILED): the task ended" in summary
+    assert f"    log: {failure.log}" in summary
     assert "only the runs that are not done are submitted" in summary
+    assert list((jobs / "inflight").glob("*.json")) == []  # ended tasks are not reattached to
+
+
+def test_a_relaunch_reattaches_to_recorded_tasks_still_queued_and_forgets_ended_ones(fake_slurm):
+    params = launch_params("smoke", fake_slurm / "results", slurm=SLURM, fig1_inits=["random"],
+                           fig1_models=["resnet18"])
+    queued, ended = grid_runs(params, ["fig1"])
+    jobs = fake_slurm / "results" / "smoke" / "jobs"
+    (jobs / "inflight").mkdir(parents=True)
+    for run, job_id in ((queued, "4000_0"), (ended, "4000_1")):
+        (jobs / "inflight" / f"{run.run_id}.json").write_text(json.dumps({"run_id": run.run_id, "job_id": job_id}))
+    # the controller's queue (squeue) holds task 0 only; accounting may still say PENDING for a task cancelled
+    # while it waited, so squeue decides
+    (fake_slurm / "bin" / "sacct").write_text(
+        "#!/bin/sh\nprintf 'JobID|State|NodeList\\n4000_[0-1]|PENDING|\\n'\n")
+    (fake_slurm / "bin" / "squeue").write_text("#!/bin/sh\necho 4000_0\n")
+    (fake_slurm / "bin" / "squeue").chmod(stat.S_IRWXU)
+    live = _reattach(params, [queued, ended], jobs / "%j")
+    assert list(live) == [queued] and live[queued].job_id == "4000_0"
+    assert [p.name for p in (jobs / "inflight").glob("*.json")] == [f"{queued.run_id}.json"]  # ended: forgotten
 
 
 def test_slurm_launcher_off_a_cluster_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="Slurm login node"):
-        slurm_executor(tmp_path / "jobs")
+        slurm_executor(launch_params("smoke", tmp_path))
+
+
+def test_dry_run_prints_the_sbatch_options_and_the_tasks_and_submits_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun: a dry run needs neither
+    params = launch_params("smoke", tmp_path, slurm={"partition": "debug", "time": "45", "gpus": 0, "mem_gb": 2.5,
+                                                     "account": "lab", "array_parallelism": 4})
+    lines = []
+    report = launch(params, "slurm", dry_run=True, log=lambda text, **_: lines.append(text))
+    text = "\n".join(lines)
+    runs = pending_runs(params)
+    first, second = waves(runs)
+    assert report.dry_run and report.submitted == runs and report.outcomes == []
+    assert ("sbatch --job-name=medvit-smoke --partition=debug --time=45 --nodes=1 --ntasks-per-node=1 "
+            f"--cpus-per-task=8 --mem=2560MB --account=lab --signal=USR2@90 --array=0-{len(first) - 1}%4") in text
+    assert "--gpus-per-node" not in text and "--qos" not in text
+    assert f"job array 2: {len(second)} task(s) (submitted when the first array has ended" in text
+    for t, run in enumerate(first):
+        assert f"  task {t:>3}: {run.run_id}" in text
+    assert not (tmp_path / "smoke").exists()
+    assert "dry run" in report.summary()
+
+
+def test_the_launchers_without_submitit_are_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    params = launch_params("smoke", tmp_path)
+    for launcher in ("slurm", "local"):
+        with pytest.raises(ImportError) as err:
+            launch(params, launcher, log=lambda *a, **k: None)
+        assert str(err.value) == "the local and slurm launchers need submitit: pip install 'medvit[cluster]'"
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_error_line_is_the_exception_of_the_last_traceback_or_slurms_own_message():
+    raised = ("Job (task=0) failed during processing with trace:\n----------------------\n"
+              "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n    g()\n"
+              "submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n\n"
+              "The above exception was the direct cause of the following exception:\n\n"
+              "Traceback (most recent call last):\n  File \"b.py\", line 2, in h\n"
+              "TimeoutError: run reached the Slurm time limit\n   second line of the message\n------\n")
+    assert error_line(raised) == "TimeoutError: run reached the Slurm time limit"
+    slurm = "slurmstepd-vm: error: *** JOB 12 ON vm CANCELLED AT 2026-01-01T00:00:00 ***"
+    killed = ("Job 12_0 (task: 0) with path /r/12_0_0_result.pkl\nhas not produced any output (state: CANCELLED by 0)"
+              f"\nError stream produced:\n----\n{slurm}")
+    assert error_line(killed, "CANCELLED by 0") == slurm
+    silent = "Job 12_0 (task: 0) with path /r/x.pkl\nhas not produced any output (state: FAILED)\nNo output"
+    assert error_line(silent, "FAILED") == "the task ended without a result (Slurm state FAILED)"
+    assert error_line("", "") == "no error text (state unknown)"
+
+
+def test_a_tasks_python_ignores_usr2_until_submitit_installs_its_handler():
+    import signal
+    import subprocess
+    import sys
+
+    command = task_python(sys.executable) + " -c 'import signal; print(int(signal.getsignal(signal.SIGUSR2)))'"
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, check=True).stdout
+    assert int(out) == int(signal.SIG_IGN)
+
+
+def test_slurm_task_turns_submitits_timeout_into_an_error_naming_the_limit_and_is_checkpointable(tmp_path):
+    from submitit.core.utils import UncompletedJobError
+
+    params = launch_params("smoke", tmp_path, slurm={"time": "2:00:00"})
+    run = Run("knn", "synthetic_shapes", "resnet18", "random", 0)
+
+    def at_the_limit(run, params, store):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    task = SlurmTask(at_the_limit)
+    with pytest.raises(TimeoutError, match=r"reached the Slurm time limit \(slurm.time='2:00:00'\)"):
+        task(run, params)
+    again = task.checkpoint(run, params, False)  # submitit requeues a preempted task with these arguments
+    assert again.function is task and again.args == (run, params, False)
 
 
 def test_cli_rejects_a_bad_slurm_time_before_submitting_anything(capsys, tmp_path):
     assert main(["reproduce", "--profile", "smoke", "--launcher", "slurm", "--slurm-time", "4h",
                  "--results-dir", str(tmp_path)]) == 1
-    assert "time '4h'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "time" in err and "'4h'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "smoke").exists()
 
 
