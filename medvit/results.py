@@ -536,7 +536,7 @@ def _parse_row(text: bytes, folder_run_id: str) -> tuple[dict | None, str]:
 
 
 def aggregate(rows: pd.DataFrame, by=GROUP) -> pd.DataFrame:
-    """Median ± std (ddof 1, as numpy/pandas) of ``value`` over repetitions per setting, as the paper
+    """Median ± std (the sample standard deviation, ddof 1, pandas' default; numpy's default is ddof 0) of ``value`` over repetitions per setting, as the paper
     reports; unavailable settings keep one row with their reason and NaN values."""
     if rows.empty:
         return pd.DataFrame(columns=[*by, "metric", "median", "std", "n", "status", "reason"])
