@@ -536,8 +536,9 @@ def _parse_row(text: bytes, folder_run_id: str) -> tuple[dict | None, str]:
 
 
 def aggregate(rows: pd.DataFrame, by=GROUP) -> pd.DataFrame:
-    """Median ± std (the sample standard deviation, ddof 1, pandas' default; numpy's default is ddof 0) of ``value`` over repetitions per setting, as the paper
-    reports; unavailable settings keep one row with their reason and NaN values."""
+    """Median ± std of ``value`` over repetitions per setting, as the paper reports (std: the sample standard
+    deviation, ddof 1, pandas' default; numpy's default would be ddof 0); unavailable settings keep one row
+    with their reason and NaN values."""
     if rows.empty:
         return pd.DataFrame(columns=[*by, "metric", "median", "std", "n", "status", "reason"])
     out = []
