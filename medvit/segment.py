@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .data.base import DataError
 from .data.segmentation import SegmentationDataset, create_segmentation_transform
 from .models.segmentation import create_segmentation_model  # noqa: F401  (re-exported: the Fig 2 model)
-from .train import FitResult, Precision, fit, phase, resolve_precision
+from .train import FitResult, Precision, check_forward, fit, phase, resolve_precision
 
 
 # ---------------------------------------------------------------- metrics (pure tensors)
@@ -130,13 +130,7 @@ class Segmentation:
                              f"(drop_last would leave no batch)")
         ds = self.val.with_transform(create_segmentation_transform(info, self.img_size, train=False))
         x = torch.stack([ds[i][0] for i in range(min(2, len(ds)))]).to(device)
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = model(x)
-        except RuntimeError as err:
-            raise DataError(f"model {getattr(model, 'name', type(model).__name__)} cannot take {info.name} images "
-                            f"({info.channels} channel(s), {self.img_size} px): {str(err).splitlines()[0]}") from None
+        out = check_forward(model, x, info, self.img_size)
         if out.shape[-2:] != x.shape[-2:]:
             raise DataError(f"the model's masks are {tuple(out.shape[-2:])} for {tuple(x.shape[-2:])} inputs")
 

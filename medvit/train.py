@@ -278,6 +278,22 @@ def _raise_if_nonfinite(state: TrainingState, epoch: int) -> None:
                                  f"(epoch {epoch}); stopping the run")
 
 
+def _name(model) -> str:
+    return getattr(model, "name", type(model).__name__)
+
+
+def check_forward(model, x: torch.Tensor, info, img_size: int) -> torch.Tensor:
+    """``model(x)`` on a couple of eval images before the first step; a model that cannot take the data's
+    images (channels, size) is a DataError naming both instead of a raw error mid-training."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    except RuntimeError as err:
+        raise DataError(f"model {_name(model)} cannot take {info.name} images ({info.channels} channel(s), "
+                        f"{img_size} px): {str(err).splitlines()[0]}") from None
+
+
 # ---------------------------------------------------------------- classification
 def task_loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """CE for multiclass, BCE-with-logits for binary (one logit) and multilabel (docs/protocol.md §4)."""
@@ -407,16 +423,9 @@ class Classification:
                              f"(drop_last would leave no batch)")
         x = torch.stack([create_transform(info, self.img_size, train=False)(self.val.load_image(i))
                          for i in range(min(2, len(self.val)))]).to(device)
-        name = f"model {getattr(model, 'name', type(model).__name__)}"
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = model(x)
-        except RuntimeError as err:
-            raise DataError(f"{name} cannot take {info.name} images ({info.channels} channel(s), "
-                            f"{self.img_size} px): {str(err).splitlines()[0]}") from None
+        out = check_forward(model, x, info, self.img_size)
         if out.ndim != 2 or out.shape[1] != info.num_outputs:
-            raise DataError(f"{name} gives {tuple(out.shape[1:])} outputs per image but {info.name} "
+            raise DataError(f"model {_name(model)} gives {tuple(out.shape[1:])} outputs per image but {info.name} "
                             f"({info.task}) needs {info.num_outputs}; build it with num_outputs={info.num_outputs}")
 
     def batches(self, device: torch.device, seed: int):
