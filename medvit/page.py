@@ -206,8 +206,8 @@ def values(params: Params) -> HTML:
     return table(pd.DataFrame(rows, columns=["setting", "value"]), params=params)
 
 
-# One style for what the pages display: tables as wide as their content and never wider than the page,
-# cells that wrap, notes and provenance in small print. Repeated with each output (an output is shown
+# One style for what the pages display: tables as wide as their content and never wider than the page
+# (on a phone, a table keeps its cells whole and scrolls inside its box), notes and provenance in small print. Repeated with each output (an output is shown
 # alone in Jupyter); identical rules, so the repetition changes nothing in the book.
 STYLE = """<style>
 .medvit-table-box { max-width: 100%; overflow-x: auto; margin: 0.3em 0 0.6em 0; }
@@ -215,6 +215,10 @@ table.medvit-table { border-collapse: collapse; font-size: 0.82em; line-height: 
 table.medvit-table th, table.medvit-table td { padding: 0.25em 0.55em; text-align: left; vertical-align: top;
   border: none; border-bottom: 1px solid rgba(128, 128, 128, 0.3); white-space: normal;
   overflow-wrap: break-word; max-width: 22em; }
+@media (max-width: 600px) {  /* a phone: whole cells on one line (up to 16em), the box scrolls sideways */
+  table.medvit-table { width: max-content; }
+  table.medvit-table th, table.medvit-table td { max-width: 16em; }
+}
 table.medvit-table thead th { border-bottom: 1.5px solid rgba(128, 128, 128, 0.7); font-weight: 600; }
 table.medvit-table tbody tr:nth-child(odd) { background: rgba(128, 128, 128, 0.06); }
 p.medvit-caption { font-size: 0.8em; margin: 0 0 0.3em 0; opacity: 0.85; }

@@ -294,6 +294,8 @@ def test_findings_count_the_verdicts_of_each_claim_from_the_table():
     rows = pd.DataFrame([_row(e, "breastmnist", m, "random", 0.5) for e in ("finetune", "knn")
                          for m in ("resnet50", "deit_small")])
     assert verdict_findings(verdicts, rows)[1] == pretrained, "comparisons that did not run say so"
+    ahead = verdict_findings(pd.DataFrame([line("k-NN", "random", "-0.200", "[-0.300, -0.100]", "contradicted")]))
+    assert "contradicted (the ViT ahead) in 1 (k-NN on breastmnist: gap -0.200 [-0.300, -0.100])" in ahead[0]
     synthetic = verdict_findings(verdicts.assign(dataset="synthetic_shapes"))
     assert synthetic[0].startswith("**synthetic_shapes is SYNTHETIC data**")
 

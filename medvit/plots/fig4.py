@@ -79,45 +79,54 @@ def fig4_findings(grid) -> list[str]:
     return out
 
 
-def fig4_figure(grid, panel_size: float = 1.5, show_unavailable: bool = True) -> plt.Figure:
-    """Rows: image, then each (backbone, init); columns: the test images of each saliency dataset.
+def fig4_figure(grid, panel_size: float = 1.5, show_unavailable: bool = True, max_columns: int = 6) -> plt.Figure:
+    """Rows: image, then each (backbone, init); columns: the test images of each saliency dataset. When the
+    datasets' images together are more than ``max_columns``, each dataset gets its own block of rows
+    (image, then each model) one under the other, so that the panels stay large enough to read.
 
     ``show_unavailable``: a cell for each model that is unavailable, with a numbered note; False draws only
     the (backbone, init) rows that have a model (``fig4_unavailable`` lists the others for the page)."""
-    columns = [(d, k) for d in grid.datasets for k in range(len(grid.indices[d]))]
     if not show_unavailable:
         import copy
 
         kept = [(m, i) for m, i in grid.rows if any(grid.cells[m, i, d][1] is not None for d in grid.datasets)]
         grid = copy.copy(grid)
         grid.rows = kept
-    n_rows, n_cols = 1 + len(grid.rows), len(columns)
+    every = [(d, k) for d in grid.datasets for k in range(len(grid.indices[d]))]
+    blocks = [every] if len(every) <= max_columns else \
+        [[(d, k) for k in range(len(grid.indices[d]))] for d in grid.datasets]
+    per_block = 1 + len(grid.rows)
+    n_rows, n_cols = per_block * len(blocks), max(len(b) for b in blocks)
     notes: dict[str, int] = {}
-    width, height = panel_size * n_cols + 1.0, panel_size * n_rows + 0.6
+    width, height = panel_size * n_cols + 1.0, panel_size * n_rows + 0.6 * len(blocks)
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(width, height))
-    for c, (d, k) in enumerate(columns):
-        show_image(axes[0, c], grid.images[d][k])
-        axes[0, c].set_title(f"{d}\ntest #{grid.indices[d][k]}", fontsize=7)
-    axes[0, 0].set_ylabel("image", fontsize=8)
-    for r, (model, init) in enumerate(grid.rows, start=1):
-        method = None
+    for b, columns in enumerate(blocks):
+        top = b * per_block
+        for ax in axes[top:top + per_block, len(columns):].flat:  # a block with fewer images
+            ax.set_axis_off()
         for c, (d, k) in enumerate(columns):
-            resolved, maps = grid.cells[model, init, d]
-            ax = axes[r, c]
-            if maps is None and not show_unavailable:  # another dataset of this row has a model
-                draw_unavailable(ax, "not available (listed under the figure)")
-                continue
-            if maps is None:
-                note = notes.setdefault(f"{model} / {init} on {d}: {anonymise(resolved.reason)}", len(notes) + 1)
-                draw_unavailable(ax, f"unavailable (note {note})")
-                continue
-            method = maps.method
-            draw_saliency(ax, grid.images[d][k], maps.maps[k], None if maps.masks is None else maps.masks[k])
-            if k == 0:
-                label = "fine-tuned" if resolved.finetuned else "backbone only"
-                ax.text(0.02, 0.02, label, transform=ax.transAxes, fontsize=6, color="white",
-                        va="bottom", bbox=dict(facecolor="black", alpha=0.5, pad=1, linewidth=0))
-        axes[r, 0].set_ylabel(_row_label(model, init, method), fontsize=8)
+            show_image(axes[top, c], grid.images[d][k])
+            axes[top, c].set_title(f"{d}\ntest #{grid.indices[d][k]}", fontsize=7)
+        axes[top, 0].set_ylabel("image", fontsize=8)
+        for r, (model, init) in enumerate(grid.rows, start=top + 1):
+            method = None
+            for c, (d, k) in enumerate(columns):
+                resolved, maps = grid.cells[model, init, d]
+                ax = axes[r, c]
+                if maps is None and not show_unavailable:  # another dataset of this row has a model
+                    draw_unavailable(ax, "not available (listed under the figure)")
+                    continue
+                if maps is None:
+                    note = notes.setdefault(f"{model} / {init} on {d}: {anonymise(resolved.reason)}", len(notes) + 1)
+                    draw_unavailable(ax, f"unavailable (note {note})")
+                    continue
+                method = maps.method
+                draw_saliency(ax, grid.images[d][k], maps.maps[k], None if maps.masks is None else maps.masks[k])
+                if k == 0:
+                    label = "fine-tuned" if resolved.finetuned else "backbone only"
+                    ax.text(0.02, 0.02, label, transform=ax.transAxes, fontsize=6, color="white",
+                            va="bottom", bbox=dict(facecolor="black", alpha=0.5, pad=1, linewidth=0))
+            axes[r, 0].set_ylabel(_row_label(model, init, method), fontsize=8)
     if notes:  # the reasons, numbered, in a band added under the panels
         chars = int(width * 72 / (NOTE_FONTSIZE * 0.62))
         footer = "\n".join(textwrap.fill(f"[{n}] {text}", chars) for text, n in notes.items())

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..results import aggregate
-from ..stats import MARGIN, N_RESAMPLES, gap_table
+from ..stats import CONTRADICTED, MARGIN, N_RESAMPLES, gap_table
 
 EVALUATION_NAMES = {"finetune": "fine-tuning", "knn": "k-NN", "segmentation": "segmentation",
                     "attention": "attention distance of the backbone",
@@ -209,7 +209,7 @@ def verdict_findings(verdicts: pd.DataFrame, rows: pd.DataFrame | None = None, m
     """What a build found about the paper's two claims, from a verdict table (``verdict_table``; given
     ``rows``, only the comparisons that ran: ``ran_verdicts``): one sentence per claim, counting its verdicts
     and naming the comparisons that were not inconclusive. The numbers are the table's; nothing is typed."""
-    from ..stats import CLAIM_PRETRAINED, CLAIM_SCRATCH, CONTRADICTED, INCONCLUSIVE, SUPPORTED
+    from ..stats import CLAIM_PRETRAINED, CLAIM_SCRATCH, INCONCLUSIVE, SUPPORTED
 
     verdicts = ran_verdicts(verdicts, rows)
     if verdicts.empty:
@@ -229,7 +229,7 @@ def verdict_findings(verdicts: pd.DataFrame, rows: pd.DataFrame | None = None, m
             hits = computed[computed["verdict"] == verdict]
             if hits.empty:
                 continue
-            text = f"{verdict} in {len(hits)}"
+            text = f"{verdict}{READING.get((scratch, verdict), '')} in {len(hits)}"
             if verdict != INCONCLUSIVE:
                 text += " (" + "; ".join(_comparison(r, pairs, not scratch) for r in hits.to_dict("records")) + ")"
             parts.append(text)
@@ -238,6 +238,10 @@ def verdict_findings(verdicts: pd.DataFrame, rows: pd.DataFrame | None = None, m
                    f"{'s' if len(computed) > 1 else ''}: " + ", ".join(parts)
                    + (f"; {missing} more could not be computed (see the table's notes)" if missing else "") + ".")
     return out
+
+
+# What a verdict means, said beside it: (from scratch?, verdict) -> words
+READING = {(True, CONTRADICTED): " (the ViT ahead)", (False, CONTRADICTED): " (a gap beyond the margin)"}
 
 
 def synthetic_caveat(datasets) -> list[str]:
