@@ -1,22 +1,23 @@
 """medvit's training step on the CPU beside a plain eager PyTorch loop: same model, same data, interleaved.
 
-The data are a profile's (default ``quick``: RetinaMNIST's 1,000-image training subset, 28 px → 64 px,
-batch 64), as the figures load them (``medvit.runs.load_splits``).
+The data are a profile's, as the figures load them (default ``quick``): classification on its first
+dataset (RetinaMNIST's 1,000-image training subset, 28 px → 64 px, batch 64; ``medvit.runs.load_splits``)
+and, with ``--seg-models``, Fig 2's segmentation data (PH2 at 64 px, batch 16).
 
-- **medvit**: ``prepare_training`` + ``train_epoch`` with the ``Classification`` task, as ``finetune`` runs
-  them on this device (on a CPU: the batched uint8 fast path, channels_last CNNs, fused Adam).
+- **medvit**: ``prepare_training`` + ``train_epoch`` with the ``Classification`` (or ``Segmentation``) task,
+  as ``finetune`` (``train_segmentation``) runs them on this device: on a CPU, the batched uint8 fast path
+  (classification), channels_last CNNs, the fused Adam; evaluation in inference mode, batches of 256.
 - **plain**: what one writes from the PyTorch tutorials: torchvision's per-image transforms of the same
   pipeline in a DataLoader (``--workers``), the model in its default memory format, ``torch.optim.Adam``
-  with its defaults, cross-entropy, ``clip_grad_norm_``.
+  with its defaults, the same loss, ``clip_grad_norm_``; evaluation under ``no_grad`` in batches of 64 (16).
 
 Both train the same architecture from the same initial weights. The two are measured in alternating
 chunks of ``--chunk`` steps (the first chunk of each is a warm-up and not counted), so a machine whose load
 changes treats both alike. Each chunk is timed in wall seconds and in process CPU seconds (this process's
 work only: on a shared machine the better measure, and with one thread ≈ a quiet core's wall time).
-Evaluation is measured the same way: medvit's ``Classification.evaluate`` on the test split (inference
-mode, batches of 256) beside a plain ``no_grad`` loop over a DataLoader of batch ``--batch-size``.
+Evaluation (the test split) is interleaved the same way.
 
-    python benchmarks/cpu_train.py --threads 1 --out benchmarks/out/cpu_train.json
+    python benchmarks/cpu_train.py --threads 1 --seg-models resnet50 deit_small --out benchmarks/out/cpu_train.json
     python benchmarks/cpu_train.py --models resnet50 --compile      # + torch.compile: compile time, steady speed
 """
 from __future__ import annotations
@@ -34,9 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from medvit import create_model, load_params
+from medvit.data.segmentation import create_segmentation_transform
 from medvit.data.transforms import create_transform
 from medvit.metrics import compute_metrics, scores_from_logits
 from medvit.runs import load_splits
+from medvit.segment import Segmentation, create_segmentation_model, dice_iou_per_image, foreground, segmentation_loss
 from medvit.train import Classification, prepare_training, resolve_fast_path, resolve_precision, train_epoch
 
 
@@ -55,20 +58,19 @@ class Clock:
 
 
 class PlainLoop:
-    """The tutorial loop: per-image torchvision transforms in a DataLoader, default Adam, eager."""
+    """The tutorial loop: per-image torchvision transforms in a DataLoader, default Adam, eager, fp32."""
 
-    def __init__(self, model, train, config, img_size: int, workers: int, seed: int):
-        self.model, self.config = model, config
+    def __init__(self, model, train, train_transform, loss, config, workers: int, seed: int):
+        self.model, self.config, self.loss = model, config, loss
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.loader = torch.utils.data.DataLoader(
-            train.with_transform(create_transform(train.info, img_size, train=True)), batch_size=config.batch_size,
-            shuffle=True, drop_last=True, num_workers=workers, generator=torch.Generator().manual_seed(seed),
-            persistent_workers=workers > 0)
+            train.with_transform(train_transform), batch_size=config.batch_size, shuffle=True, drop_last=True,
+            num_workers=workers, generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0)
 
     def steps(self, n: int) -> None:
         self.model.train()
         for i, (x, y) in enumerate(self.loader, start=1):
-            loss = F.cross_entropy(self.model(x), y.long())
+            loss = self.loss(self.model(x), y)
             self.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -77,23 +79,60 @@ class PlainLoop:
                 break
 
     @torch.no_grad()
-    def evaluate(self, test, img_size: int, batch_size: int, workers: int) -> dict:
+    def outputs(self, dataset, batch_size: int, workers: int):
         self.model.eval()
-        loader = torch.utils.data.DataLoader(test.with_transform(create_transform(test.info, img_size)),
-                                             batch_size=batch_size, num_workers=workers)
-        scores = torch.cat([scores_from_logits(test.info.task, self.model(x)) for x, _ in loader])
-        return compute_metrics(test.info.task, test.labels, scores.numpy())
+        for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+            yield self.model(x), y
 
 
-def compare(name: str, splits: dict, params, args) -> dict:
-    config = params.train
+def plain_classification_eval(plain: PlainLoop, test, img_size: int, args) -> dict:
+    ds = test.with_transform(create_transform(test.info, img_size))
+    scores = torch.cat([scores_from_logits(test.info.task, out) for out, _ in plain.outputs(ds, 64, args.workers)])
+    return compute_metrics(test.info.task, test.labels, scores.numpy())
+
+
+def plain_segmentation_eval(plain: PlainLoop, test, img_size: int, args) -> dict:
+    ds = test.with_transform(create_segmentation_transform(test.info, img_size, train=False))
+    dice = torch.cat([dice_iou_per_image(foreground(out), y[:, 0].bool())[0]
+                      for out, y in plain.outputs(ds, 16, args.workers)])
+    return {"dice": float(dice.mean())}
+
+
+def classification(name: str, params, args):
+    """RetinaMNIST-like: the model, medvit's task and the plain loop for one classification model."""
+    splits = load_splits(params, args.dataset or params.datasets[0])
     train, val, test = splits["train"], splits["val"], splits["test"]
-    info, device = train.info, torch.device("cpu")
+    info = train.info
     torch.manual_seed(0)
     model = create_model(name, "random", num_outputs=info.num_outputs, in_chans=info.channels, img_size=params.img_size)
-    plain = PlainLoop(copy.deepcopy(model), train, config, params.img_size, args.workers, seed=0)
-    fast = resolve_fast_path(None, device, train, val, test)
-    task = Classification(train, val, test, params.img_size, config.batch_size, fast, args.workers, args.compile)
+    fast = resolve_fast_path(None, torch.device("cpu"), train, val, test)
+    task = Classification(train, val, test, params.img_size, params.train.batch_size, fast, args.workers, args.compile)
+    plain = PlainLoop(copy.deepcopy(model), train, create_transform(info, params.img_size, train=True),
+                      lambda out, y: F.cross_entropy(out, y.long()), params.train, args.workers, seed=0)
+    return model, task, plain, params.train, lambda: plain_classification_eval(plain, test, params.img_size, args), \
+        dict(task="classification", dataset=info.name, img_size=params.img_size, fast_path=fast)
+
+
+def segmentation(name: str, params, args):
+    """Fig 2's PH2 at the profile's seg_img_size: DeepLabV3, medvit's Segmentation task and the plain loop."""
+    from medvit.figures.fig2 import load_segmentation_split
+
+    dataset = params.seg_datasets[0]
+    train, val, test = (load_segmentation_split(params, dataset, s) for s in ("train", "val", "test"))
+    size = params.seg_img_size
+    torch.manual_seed(0)
+    model = create_segmentation_model(name, "random", in_chans=train.info.channels, img_size=size)
+    task = Segmentation(train, val, test, size, params.seg_train.batch_size, args.workers)
+    plain = PlainLoop(copy.deepcopy(model), train, create_segmentation_transform(train.info, size, train=True),
+                      segmentation_loss, params.seg_train, args.workers, seed=0)
+    return model, task, plain, params.seg_train, lambda: plain_segmentation_eval(plain, test, size, args), \
+        dict(task="segmentation", dataset=dataset, img_size=size, fast_path=False)
+
+
+def compare(name: str, build, params, args) -> dict:
+    """Interleaved training chunks and test-split evaluations of medvit's loop and the plain loop."""
+    model, task, plain, config, plain_eval, facts = build(name, params, args)
+    device = torch.device("cpu")
     clocks = {"medvit": Clock(), "plain": Clock()}
     first = Clock()
     with first:
@@ -110,9 +149,9 @@ def compare(name: str, splits: dict, params, args) -> dict:
                 else:
                     plain.steps(args.chunk)
     images = args.rounds * args.chunk * config.batch_size
-    row = dict(model=name, fast_path=fast, channels_last=state.channels_last,
+    row = dict(model=name, **facts, channels_last=state.channels_last,
                optimizer="fused Adam" if state.optimizer.defaults.get("fused") else "Adam",
-               steps=args.rounds * args.chunk, batch_size=config.batch_size, img_size=params.img_size,
+               steps=args.rounds * args.chunk, batch_size=config.batch_size,
                first_chunk_cpu_s=first.cpu, first_chunk_wall_s=first.wall)
     for side, c in clocks.items():
         row[f"{side}_images_per_s"] = images / c.wall
@@ -126,16 +165,16 @@ def compare(name: str, splits: dict, params, args) -> dict:
     precision = resolve_precision("fp32", device)
     for r in range(args.rounds + 1):  # round 0 is a warm-up
         for side in ("medvit", "plain"):
-            c = evals[side] if r else Clock()
-            with c:
+            with evals[side] if r else Clock():
                 if side == "medvit":
                     task.evaluate(state.model, "test", device, precision, state.channels_last)
                 else:
-                    plain.evaluate(test, params.img_size, config.batch_size, args.workers)
-    n = args.rounds * len(test)
+                    plain_eval()
+    n = args.rounds * len(task.test)
     for side, c in evals.items():
         row[f"eval_{side}_images_per_s"] = n / c.wall
         row[f"eval_{side}_images_per_cpu_s"] = n / c.cpu
+    row["eval_ratio_wall"] = row["eval_medvit_images_per_s"] / row["eval_plain_images_per_s"]
     row["eval_ratio_cpu"] = row["eval_medvit_images_per_cpu_s"] / row["eval_plain_images_per_cpu_s"]
     return row
 
@@ -143,8 +182,9 @@ def compare(name: str, splits: dict, params, args) -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="quick")
-    p.add_argument("--dataset", default=None, help="default: the profile's first dataset")
-    p.add_argument("--models", nargs="+", default=["resnet50", "deit_small"])
+    p.add_argument("--dataset", default=None, help="classification data (default: the profile's first dataset)")
+    p.add_argument("--models", nargs="*", default=["resnet50", "deit_small"], help="classification models")
+    p.add_argument("--seg-models", nargs="*", default=[], help="DeepLabV3 backbones (Fig 2's data)")
     p.add_argument("--chunk", type=int, default=3, help="steps per timed chunk")
     p.add_argument("--rounds", type=int, default=3, help="timed chunks per side (after one warm-up chunk)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -159,28 +199,27 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     params = load_params(args.profile)
-    dataset = args.dataset or params.datasets[0]
-    splits = load_splits(params, dataset)
     load_before = os.getloadavg()
     rows = []
-    for name in args.models:
-        print(f"{name} ...", file=sys.stderr, flush=True)
-        rows.append(compare(name, splits, params, args))
-    print(f"\n{dataset}, {len(splits['train'])} training images {splits['train'].images.shape[1]} px → "
-          f"{params.img_size} px, batch {params.train.batch_size}; {torch.get_num_threads()} thread(s) on "
-          f"{os.cpu_count()} CPU(s); load average {load_before[0]:.1f} → {os.getloadavg()[0]:.1f}; "
-          f"torch {torch.__version__}")
-    print(f"{'model':<11} {'what':<6} {'medvit img/s':>12} {'plain img/s':>12} {'ratio':>6}   "
+    for build, names in ((classification, args.models), (segmentation, args.seg_models)):
+        for name in names:
+            print(f"{build.__name__} {name} ...", file=sys.stderr, flush=True)
+            rows.append(compare(name, build, params, args))
+    print(f"\nprofile {args.profile}; {torch.get_num_threads()} thread(s) on {os.cpu_count()} CPU(s); load average "
+          f"{load_before[0]:.1f} → {os.getloadavg()[0]:.1f}; torch {torch.__version__}; {args.rounds} × {args.chunk} "
+          f"timed steps per side")
+    print(f"{'model':<11} {'data':<26} {'what':<6} {'medvit img/s':>12} {'plain img/s':>12} {'ratio':>6}   "
           f"{'medvit img/CPU-s':>16} {'plain img/CPU-s':>15} {'ratio':>6}")
     for r in rows:
+        data = f"{r['dataset']} {r['img_size']}px b{r['batch_size']}"
         for what, pre in (("train", ""), ("eval", "eval_")):
             mw, pw = r[f"{pre}medvit_images_per_s"], r[f"{pre}plain_images_per_s"]
             mc, pc = r[f"{pre}medvit_images_per_cpu_s"], r[f"{pre}plain_images_per_cpu_s"]
-            print(f"{r['model']:<11} {what:<6} {mw:>12.1f} {pw:>12.1f} {mw / pw:>6.2f}   {mc:>16.1f} {pc:>15.1f} "
-                  f"{mc / pc:>6.2f}")
+            print(f"{r['model']:<11} {data:<26} {what:<6} {mw:>12.1f} {pw:>12.1f} {mw / pw:>6.2f}   {mc:>16.1f} "
+                  f"{pc:>15.1f} {mc / pc:>6.2f}")
         if "compile_cpu_s" in r:
             print(f"{r['model']:<11} torch.compile: ~{r['compile_cpu_s']:.0f} CPU s to compile (this process only)")
-    result = dict(profile=args.profile, dataset=dataset, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+    result = dict(profile=args.profile, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                   load_avg_before=load_before, load_avg_after=os.getloadavg(),
                   machine=platform.processor() or platform.machine(), torch=torch.__version__,
                   args={k: str(v) for k, v in vars(args).items()}, rows=rows)

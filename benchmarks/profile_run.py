@@ -33,7 +33,7 @@ import medvit.knn
 import medvit.segment
 import medvit.train
 from medvit.figures import fig1, fig2
-from medvit.runs import Run
+from medvit.runs import Run, load_splits
 
 
 class PhaseTimer:
@@ -69,13 +69,22 @@ def instrumented(timer: PhaseTimer):
     steps = [(fig1, "load_splits", "load splits"), (fig1, "create_model", "build model"),
              (fig1, "save_checkpoint", "save checkpoint"), (fig2, "load_segmentation_split", "load splits"),
              (fig2, "create_segmentation_model", "build model"), (fig2, "save_checkpoint", "save checkpoint"),
-             (fig2, "trivial_baselines", "baselines"), (medvit.knn, "extract_features", "features"),
-             (medvit.knn, "knn_classify", "k-NN vote")]
-    saved += [(m, a, getattr(m, a)) for m, a, _ in steps if hasattr(m, a)]
+             (fig2, "trivial_baselines", "baselines"), (medvit.knn, "knn_classify", "k-NN vote")]
+    saved += [(m, a, getattr(m, a)) for m, a, _ in steps if hasattr(m, a)] + [(fig1, "knn_evaluate", fig1.knn_evaluate)]
     medvit.train.phase = medvit.segment.phase = timer
     for m, a, label in steps:
         if hasattr(m, a):
             timer.wrap(m, a, label)
+    knn_evaluate = fig1.knn_evaluate
+
+    def knn_with_timed_features(*args, extract=medvit.knn.extract_features, **kwargs):
+        def features(*a, **k):
+            with timer("features"):
+                return extract(*a, **k)
+
+        return knn_evaluate(*args, extract=features, **kwargs)
+
+    fig1.knn_evaluate = knn_with_timed_features
     try:
         yield
     finally:
@@ -101,8 +110,16 @@ def profile_run(experiment, run: Run, params, ops: int = 0) -> dict:
                 phases=phases, top_ops=top)
 
 
-def knn_run(model: str, dataset: str) -> Run:
-    return Run("knn", dataset, model, "random", 0)
+def run_facts(run: Run, params) -> dict:
+    """What the run's cost scales with: its model and dataset, split sizes, epochs, batch size, image size."""
+    if run.experiment == "segmentation":
+        sizes = {s: len(fig2.load_segmentation_split(params, run.dataset, s)) for s in ("train", "val", "test")}
+        config, img_size = params.seg_train, params.seg_img_size
+    else:
+        sizes = {s: len(d) for s, d in load_splits(params, run.dataset).items()}
+        config, img_size = params.train, params.img_size
+    return dict(experiment=run.experiment, model=run.model, dataset=run.dataset, sizes=sizes,
+                epochs=config.epochs, batch_size=config.batch_size, img_size=img_size)
 
 
 def parse_args(argv=None):
@@ -128,13 +145,14 @@ def main(argv=None) -> dict:
         params = load_params(args.profile, results_dir=tmp, **over)
         dataset = args.dataset or params.datasets[0]
         jobs = [(fig1.FINETUNE, Run("finetune", dataset, m, "random", 0)) for m in args.finetune]
-        jobs += [(fig1.KNN, knn_run(m, dataset)) for m in args.knn]
+        jobs += [(fig1.KNN, Run("knn", dataset, m, "random", 0)) for m in args.knn]
         jobs += [(fig2.SEGMENTATION, Run("segmentation", params.seg_datasets[0], m, "random", 0))
                  for m in args.segmentation]
         results = []
         for experiment, run in jobs:
             print(f"profiling {run.run_id} ...", file=sys.stderr, flush=True)
             r = profile_run(experiment, run, params, args.ops)
+            r.update(run_facts(run, params))
             results.append(r)
             print(f"\n{r['run']}: {r['cpu_s']:.1f} CPU s, {r['wall_s']:.1f} wall s, {r['iterations']} steps")
             print(f"  {'phase':<16} {'CPU s':>8} {'share':>7} {'wall s':>8} {'calls':>6}")
