@@ -1,20 +1,25 @@
-# The two commands of the README: `make book` and `make test`. Both set up .venv themselves.
+# The commands of the README: `make book`, `make test`, `make site`. Each sets up .venv itself from
+# requirements-lock.txt (the versions the tests passed with) and medvit (editable).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
+LOCK := requirements-lock.txt
+EXTRAS := book,cluster,data,test
 # The small real data sets beside the checkout (offline machines); elsewhere MedMNIST downloads itself.
 export MEDVIT_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: book test setup clean
+.PHONY: book test test-fast site setup lock clean
 
-# torch is pinned to the registry's build: the CPU-only local wheel some machines offer for
-# `torch==2.13.0` cannot load PyPI's torchvision 0.28.0 (`operator torchvision::nms does not exist`).
-$(VENV)/.installed: pyproject.toml
+# The lock pins torch with `===` (this exact version string): a local CPU-only wheel some machines offer as
+# `2.13.0+cpu` also matches `==2.13.0` and cannot load PyPI's torchvision 0.28.0 (`torchvision::nms does not exist`).
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "make: medvit needs Python >= 3.10, but $(PYTHON) is Python " + sys.version.split()[0] + ": run make PYTHON=python3.11 (or another >= 3.10)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch===2.13.0" torchvision==0.28.0
-	$(BIN)/python -m pip install -q -e ".[book,cluster,test]"
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip check
 	touch $@
 
 setup: $(VENV)/.installed
@@ -23,10 +28,35 @@ book: setup
 	$(BIN)/medvit reproduce --profile $(PROFILE)
 	$(BIN)/medvit book
 
-# pytest exits 5 when it collected no test: that is a failure here, said plainly.
+# The published site, exactly as .github/workflows/book.yml builds it: the notebooks executed for PROFILE
+# (finished runs are not redone), then _build/html, ready to deploy as a static site.
+site: book
+	touch _build/html/.nojekyll
+	@echo "site: _build/html (profile $(PROFILE)), ready to deploy"
+
+# pytest exits 5 when it collected no test: that is a failure here, said plainly. `make test` runs every test
+# (CI runs it); `make test-fast` skips the end-to-end ones marked slow, for the edit-test loop.
+PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
 test: setup
-	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	@$(PYTEST); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup
+	@$(PYTEST) -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# Rewrite requirements-lock.txt from .venv after the tests passed in it: its installed versions constrain the
+# resolution (for the Python .venv runs and newer); uv resolves the other Pythons (>= 3.10) and platforms.
+lock: setup
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/python -m pip freeze --exclude-editable | grep '==' | grep -v '^uv==' \
+		| sed "s/\$$/ ; python_full_version >= '$$($(BIN)/python -c 'import platform; print(platform.python_version())')'/" \
+		> $(VENV)/tested-versions.txt
+	$(BIN)/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) --universal \
+		--python-version 3.10 -c $(VENV)/tested-versions.txt --custom-compile-command "make lock" -o $(LOCK)
+	sed -i 's/^torch==/torch===/' $(LOCK)
+
+comma := ,
 
 clean:
 	rm -rf _build book/_executed

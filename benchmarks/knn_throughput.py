@@ -1,4 +1,4 @@
-"""k-NN throughput of ``medvit.knn.knn_classify`` (paper-spec §4: cosine, top-200, exp(sim / 0.1) weights).
+"""k-NN throughput of ``medvit.knn.knn_classify`` (docs/protocol.md §6: cosine, top-200, exp(sim / 0.1) weights).
 
 The paper-size case is a bank of 200k training features × 384 (DeiT-S CLS) against 50k queries, k = 200;
 features are bf16 on a GPU (as ``extract_features`` returns them under autocast) and float32 on a CPU.

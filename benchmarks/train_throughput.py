@@ -1,12 +1,13 @@
 """Training throughput: the authors' protocol vs medvit's fast path, on real images, one device, one run.
 
 (a) authors: JPEG decode (PIL) + the paper's torchvision transforms per image in DataLoader workers,
-    fp32, eager, the non-fused Adam (``FinetuneConfig(fast_path=False)``).
+    fp32 (the ``Classification`` task's slow path, ``precision="fp32"``).
 (b) fast:    images decoded and resized once into a uint8 array (the image cache), batches augmented on
-    the device with the same distribution, bf16 autocast, channels_last (CNNs), fused Adam
-    (``FinetuneConfig(fast_path=True)``; ``--compile`` adds torch.compile).
-Both run medvit's own training loop (``prepare_training`` + ``train_epoch``), so the numbers are those of
-``finetune``. Images: ``$MEDVIT_DATA_ROOT/isic_uda1`` (557 dermoscopy JPEGs) repeated to fill the epoch.
+    the device with the same distribution, the profile default precision (bf16 autocast on a GPU that has
+    it; fp32 on a CPU) (the ``Classification`` task's fast path; ``--compile`` adds torch.compile).
+Both run medvit's own training loop (``prepare_training`` + ``train_epoch`` with a ``TrainConfig``), so the
+numbers are those of ``finetune``: channels_last for CNNs and the fused Adam on both paths.
+Images: ``$MEDVIT_DATA_ROOT/isic_uda1`` (557 dermoscopy JPEGs) repeated to fill the epoch.
 MFU = achieved model FLOP/s ÷ a measured bf16 matmul ceiling; model FLOPs from
 ``torch.utils.flop_counter.FlopCounterMode`` (forward, ×3 for forward + backward).
 
@@ -31,7 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from medvit import create_dataset, create_model
 from medvit.data.base import ImageDataset, decode_image
 from medvit.data.transforms import resize_size
-from medvit.train import FinetuneConfig, prepare_training, train_epoch
+from medvit.config import TrainConfig
+from medvit.train import Classification, prepare_training, train_epoch
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -110,10 +112,16 @@ def repeat(ds: ImageDataset, n: int, images: np.ndarray | None = None) -> ImageD
     return ImageDataset(ds.info, "train", ds.labels[idx], paths=[ds.paths[i] for i in idx])
 
 
-def images_per_second(model_name: str, dataset: ImageDataset, config: FinetuneConfig, args, fast: bool) -> float:
+def images_per_second(model_name: str, dataset: ImageDataset, args, fast: bool) -> float:
+    """Training images/s of medvit's loop on ``dataset``: the fast path (``fast``) or the authors' protocol."""
     device = torch.device(args.device)
+    config = TrainConfig(epochs=1, batch_size=args.batch_size, warmup_iters=0)
+    compile = fast and args.compile
+    task = Classification(dataset, dataset, dataset, args.img_size, args.batch_size, fast=fast,
+                          num_workers=0 if fast else args.workers, compile=compile)
     model = create_model(model_name, "random", num_outputs=dataset.info.num_outputs, img_size=args.img_size)
-    state = prepare_training(model, dataset, config, seed=0, device=device, fast_path=fast)
+    state = prepare_training(model, task, config, seed=0, device=device, precision="auto" if fast else "fp32",
+                             compile=compile)
     start = {}
 
     def mark(i: int) -> None:
@@ -139,16 +147,13 @@ def main(argv=None) -> dict:
     array, array_source = decoded_array(files, resize_size(args.img_size))
     authors_data, fast_data = repeat(files, n), repeat(files, n, array)
     ceiling = bf16_matmul_ceiling(device)
-    common = dict(epochs=1, batch_size=args.batch_size, img_size=args.img_size, warmup_iters=0)
-    authors = FinetuneConfig(**common, num_workers=args.workers, fast_path=False)
-    fast = FinetuneConfig(**common, fast_path=True, compile=args.compile)
 
     rows = []
     for name in args.models:
         flops = 3 * forward_flops(create_model(name, "random", num_outputs=1, img_size=args.img_size),
                                   args.img_size, device)
-        a = images_per_second(name, authors_data, authors, args, fast=False)
-        b = images_per_second(name, fast_data, fast, args, fast=True)
+        a = images_per_second(name, authors_data, args, fast=False)
+        b = images_per_second(name, fast_data, args, fast=True)
         for path, ips in (("authors", a), ("fast", b)):
             rows.append(dict(model=name, path=path, images_per_s=ips, ratio_vs_authors=ips / a,
                              train_gflops_per_image=flops / 1e9, mfu=ips * flops / ceiling))

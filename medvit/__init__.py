@@ -1,20 +1,41 @@
 """medvit: the executable companion to "Pretrained ViTs Yield Versatile Representations For Medical
-Images" (Matsoukas et al., arXiv 2303.07034). The public API, one hop from every figure."""
-from .data import DataError, DatasetInfo, ImageDataset, authors_split, create_dataset, create_transform, list_datasets
-from .experiments import Run, execute_run, plan, run_experiment
-from .knn import extract_features, knn_classify, knn_evaluate
-from .metrics import compute_metrics
-from .models import INITS, ModelError, WeightsUnavailableError, create_model, list_models, model_inits
-from .params import Params, ParamsError, list_profiles, load_params
-from .results import ResultsStore, aggregate
-from . import attention, saliency  # noqa: F401  Figs 4-5: medvit.saliency.saliency_maps, medvit.attention.mean_attention_distance (registers experiments 'attention', 'attention_finetuned', figure 'fig5')
-from .segment import create_segmentation_model, evaluate_segmentation, segmentation_examples, train_segmentation  # noqa: F401,E501  (registers experiment 'segmentation', figure 'fig2')
-from .train import FinetuneConfig, finetune, seed_everything
+Images" (Matsoukas et al., arXiv 2303.07034). The public API, one hop from every figure.
+
+The names below are imported on first use (PEP 562), so ``import medvit`` and ``medvit --help`` do not
+load torch. Submodules (``medvit.figures``, ``medvit.saliency``, ...) import as usual.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "DatasetInfo", "ImageDataset", "authors_split", "create_dataset", "create_transform",
-           "list_datasets", "Run", "execute_run", "plan", "run_experiment", "extract_features", "knn_classify",
-           "knn_evaluate", "compute_metrics", "INITS", "ModelError", "WeightsUnavailableError", "create_model",
-           "list_models", "model_inits", "Params", "ParamsError", "list_profiles", "load_params", "ResultsStore",
-           "aggregate", "FinetuneConfig", "finetune", "seed_everything"]
+# public name -> the module that defines it (relative to medvit)
+_EXPORTS = {
+    **dict.fromkeys(["TrainConfig", "SlurmConfig"], ".config"),
+    **dict.fromkeys(["DataError", "DataMissing", "DatasetInfo", "ImageDataset", "authors_split", "create_dataset",
+                     "create_transform", "list_datasets"], ".data"),
+    **dict.fromkeys(["execute_run", "plan", "run_experiment"], ".experiments"),
+    **dict.fromkeys(["extract_features", "knn_classify", "knn_evaluate"], ".knn"),
+    "compute_metrics": ".metrics",
+    **dict.fromkeys(["INITS", "ModelError", "WeightsUnavailableError", "create_model", "list_models",
+                     "model_inits"], ".models"),
+    **dict.fromkeys(["Params", "ParamsError", "list_profiles", "load_params"], ".params"),
+    **dict.fromkeys(["ResultsStore", "aggregate"], ".results"),
+    "Run": ".runs",
+    **dict.fromkeys(["finetune", "fit", "seed_everything"], ".train"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'medvit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,4 +1,4 @@
-"""Mean attention distance per head and block (paper Fig 5; paper-spec §6).
+"""Mean attention distance per head and block (paper Fig 5; docs/protocol.md §11).
 
 Following Dosovitskiy et al. (2021), the distance of head ``h`` in block ``ℓ`` is the mean over query
 patches ``q`` and images of ``Σ_k A[q, k] · ‖pos(q) − pos(k)‖`` in pixels, ``pos`` being patch centres.
@@ -7,19 +7,13 @@ the distance says how far a patch looks *among the patches*, whatever mass it gi
 
 ``attention_distance`` is a pure function of attention tensors; ``collect_attention_distance`` runs a
 model over ``N`` test images in batches with running sums (one batch's maps in memory at a time). The
-``attention`` and ``attention_finetuned`` experiments store one result row per (dataset, ViT, init):
-the pretrained backbone and the Fig 1 fine-tuned checkpoint (repetition 0), respectively.
+experiments that store them are in ``medvit.figures.fig5``.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .data import create_transform
-from .experiments import Run, load_finetuned, profile_dataset, register_experiment, register_figure
-from .models import create_model, model_inits
-from .models.backbones import get_spec
-from .params import Params
 
 
 def patch_centres(grid_hw: tuple[int, int], patch_size: int) -> torch.Tensor:
@@ -59,7 +53,7 @@ def uniform_attention_distance(grid_hw: tuple[int, int], patch_size: int) -> flo
 
 def mean_attention_distance(attn: torch.Tensor, grid_hw: tuple[int, int], patch_size: int,
                             num_prefix_tokens: int) -> torch.Tensor:
-    """(heads,) mean attention distance in pixels over the images of one batch (paper-spec §6)."""
+    """(heads,) mean attention distance in pixels over the images of one batch (docs/protocol.md §11)."""
     return attention_distance(attn, grid_hw, patch_size, num_prefix_tokens).mean(0)
 
 
@@ -85,45 +79,3 @@ def collect_attention_distance(model, dataset, num_images: int, batch_size: int 
         sums = batch if sums is None else sums + batch
         del maps
     return (sums / n).cpu().numpy()
-
-
-def _test_images(params: Params, dataset: str):
-    test = profile_dataset(params, dataset, "test")
-    return test.with_transform(create_transform(test.info, params.img_size, train=False))
-
-
-def _distance_row(model, test, params: Params, device, source: str) -> dict:
-    d = collect_attention_distance(model, test, params.attention_images, params.train.batch_size, device)
-    grid = model.grid_size((params.img_size, params.img_size))
-    return {"metric": "mean_attention_distance_px", "value": float(d.mean()), "metrics": {},
-            "distances": d.tolist(), "source": source, "n_images": min(params.attention_images, len(test)),
-            "img_size": params.img_size, "patch_size": model.patch_size,
-            "uniform_px": uniform_attention_distance(grid, model.patch_size)}
-
-
-def _attention_backbone(run: Run, params: Params, device) -> dict:
-    """The pretrained (or random) backbone's attention distances on the dataset's test images."""
-    test = _test_images(params, run.dataset)
-    model = create_model(run.model, run.init, num_outputs=0, in_chans=test.info.channels, img_size=params.img_size)
-    return _distance_row(model, test, params, device, "backbone")
-
-
-def _attention_finetuned(run: Run, params: Params, device) -> dict:
-    """The Fig 1 fine-tuned model's (checkpoint of repetition 0) attention distances; a missing checkpoint
-    makes the run ``unavailable`` with the checkpoint's path as the reason."""
-    test = _test_images(params, run.dataset)
-    model = load_finetuned(params, Run("finetune", run.dataset, run.model, run.init, 0), device)  # may be unavailable
-    return _distance_row(model, test, params, device, "fine-tuned")
-
-
-def plan_fig5(params: Params) -> list[Run]:
-    """Fig 5's runs: each ViT of Fig 1 under each Fig 1 init that exists for it, as a backbone and fine-tuned,
-    on each saliency dataset's test images."""
-    vits = [m for m in params.fig1_models if get_spec(m).family == "vit"]
-    return [Run(e, d, m, i, 0) for e in ("attention", "attention_finetuned") for d in params.saliency_datasets
-            for m in vits for i in params.fig1_inits if i in model_inits(m)]
-
-
-register_experiment("attention", _attention_backbone)
-register_experiment("attention_finetuned", _attention_finetuned, needs=("finetune",))
-register_figure("fig5", plan_fig5)

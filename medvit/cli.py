@@ -5,17 +5,31 @@
     medvit reproduce --profile paper --launcher slurm --slurm-partition gpu --slurm-time 4:00:00
     medvit book [--strict]
     medvit list models|datasets|profiles|runs [--profile P] [--figure fig1] [--verbose]
+    medvit data prepare ph2|pcam|cbis_ddsm <downloaded folder> [--out DIR]
+
+Also ``python -m medvit``. An expected error (bad profile, missing data, failed notebook, missing optional
+package) is one line on stderr and exit status 1.
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+from pathlib import Path
+
+from medvit import __version__
+
+# Datasets with a conversion from their official download (medvit.data.prepare.PREPARERS, kept equal by a
+# test): listed here so that `medvit --help` imports nothing heavy.
+PREPARABLE = ("ph2", "pcam", "cbis_ddsm")
+# Optional packages → the extra that installs them (pyproject.toml [project.optional-dependencies]).
+OPTIONAL_EXTRAS = {"submitit": "cluster", "papermill": "book", "jupyter_book": "book", "nbformat": "book",
+                   "nbclient": "book", "ipykernel": "book", "openpyxl": "data", "pydicom": "data"}
 
 
 def _list(what: str, profile: str, figure: str | None = None, verbose: bool = False,
           results_dir: str | None = None) -> None:
     import medvit
-    from medvit.experiments import FIGURES, plan, results_store
 
     if what == "models":
         for m in medvit.list_models():
@@ -29,6 +43,7 @@ def _list(what: str, profile: str, figure: str | None = None, verbose: bool = Fa
         for p in medvit.list_profiles():
             print(f"{p:10s} {medvit.load_params(p).description}")
     elif what == "runs":
+        from medvit.experiments import FIGURES, plan, results_store
         from medvit.launch import grid_runs, launch_params, run_states
 
         params = launch_params(profile, results_dir)
@@ -52,8 +67,8 @@ def _list(what: str, profile: str, figure: str | None = None, verbose: bool = Fa
 
 def _launch(args) -> int:
     """Run the missing runs of the figures in ``--only`` (default: all) with ``--launcher``; 1 if any failed."""
-    from medvit.experiments import FIGURES
     from medvit.launch import launch, launch_params, parse_minutes
+    from medvit.figures import FIGURES  # the one figure registry
     from medvit.runner import available_notebooks
 
     unknown = [k for k in args.only or () if k not in available_notebooks()]
@@ -76,17 +91,55 @@ def _launch(args) -> int:
     return 1 if report.failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _reproduce(args) -> int:
+    from medvit.runner import reproduce
+
+    if args.launcher:
+        if _launch(args) != 0:
+            return 1
+        reproduce(args.profile, only=args.only, results_dir=args.results_dir, book_dir=args.book_dir)
+    else:
+        reproduce(args.profile, only=args.only, force=args.force, results_dir=args.results_dir,
+                  book_dir=args.book_dir)
+    return 0
+
+
+def _book(args) -> int:
+    from medvit.runner import build_book
+
+    build_book(book_dir=args.book_dir, strict=args.strict)
+    return 0
+
+
+def _list_command(args) -> int:
+    _list(args.what, args.profile, args.figure, args.verbose, args.results_dir)
+    return 0
+
+
+def _prepare(args) -> int:
+    from medvit.data.prepare import prepare
+
+    prepare(args.dataset, args.source, args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvit", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("reproduce", help="execute the book's notebooks for a profile (resumes finished runs)")
+    parser.add_argument("--version", action="version", version=f"medvit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{reproduce,book,list,data}")
+    rep = sub.add_parser("reproduce", help="execute the book's notebooks for a profile (resumes finished runs)",
+                         formatter_class=argparse.RawTextHelpFormatter)
+    rep.set_defaults(handler=_reproduce)
     rep.add_argument("--profile", default="quick")
     rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. fig1 fig3 (default: all)")
     rep.add_argument("--force", action="store_true", help="redo runs already in the results store")
     rep.add_argument("--results-dir", help="results folder (default: the profile's results_dir)")
+    rep.add_argument("--book-dir", help="where the executed pages go (default: the checkout, or ./medvit-book\n"
+                                        "when medvit is installed)")
     rep.add_argument("--launcher", choices=["local", "slurm"],
                      help="run the grid's missing runs as separate jobs first, then execute the notebooks\n"
-                          "(default: the notebooks do their missing runs themselves, one at a time)")
+                          "(default: the notebooks do their missing runs themselves, one at a time;\n"
+                          "needs pip install 'medvit[cluster]')")
     rep.add_argument("--gpus", type=int, help="local: GPUs to use, one run per GPU (default: all visible;\n"
                                               "none on a CPU machine: one run at a time); slurm: GPUs per job (1)")
     slurm = rep.add_argument_group("slurm (with --launcher slurm; one job array per wave of runs)")
@@ -98,32 +151,71 @@ def main(argv: list[str] | None = None) -> int:
     slurm.add_argument("--slurm-account", help="account to charge (sbatch --account)")
     slurm.add_argument("--slurm-qos", help="quality of service (sbatch --qos)")
     book = sub.add_parser("book", help="build the HTML book from the executed notebooks into _build/html")
+    book.set_defaults(handler=_book)
     book.add_argument("--strict", action="store_true", help="fail on Sphinx warnings (-W -n --keep-going)")
+    book.add_argument("--book-dir", help="where the executed pages are and _build/ goes (default: the checkout,\n"
+                                         "or ./medvit-book when medvit is installed)")
     lst = sub.add_parser("list", help="what is registered, or the state of a profile's runs")
+    lst.set_defaults(handler=_list_command)
     lst.add_argument("what", choices=["models", "datasets", "profiles", "runs"])
     lst.add_argument("--profile", default="quick")
     lst.add_argument("--figure", help="runs: only this figure's runs (e.g. fig1)")
     lst.add_argument("--verbose", action="store_true", help="runs: one line per run with its state and reason")
     lst.add_argument("--results-dir", help="runs: results folder (default: the profile's results_dir)")
-    args = parser.parse_args(argv)
+    data = sub.add_parser("data", help="datasets: convert an official download into the layout medvit reads")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{prepare}")
+    prep = data_sub.add_parser(
+        "prepare", formatter_class=argparse.RawTextHelpFormatter,
+        help="convert a dataset's official download into the layout medvit reads",
+        description="Convert a dataset's official download into the layout medvit reads, then load every split\n"
+                    "to check it.\n"
+                    "  ph2        the unzipped PH2 release (PH2Dataset: 'PH2 Dataset images/' + PH2_dataset.txt/.xlsx)\n"
+                    "  pcam       the folder of PatchCamelyon's camelyonpatch_level_2_split_*.h5.gz files\n"
+                    "  cbis_ddsm  TCIA's four case-description CSVs + the DICOM download, in one folder\n"
+                    "             (needs pip install 'medvit[data]')")
+    prep.set_defaults(handler=_prepare)
+    prep.add_argument("dataset", choices=PREPARABLE)
+    prep.add_argument("source", help="the downloaded (and unzipped) folder")
+    prep.add_argument("--out", help="where to write the dataset (default: $MEDVIT_DATA_ROOT/<dataset>, where\n"
+                                    "medvit looks for it)")
+    return parser
 
-    from medvit.runner import NotebookFailed, build_book, reproduce
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _missing_extra(err: ImportError) -> str | None:
+    """The one-line message for a missing optional package, or None when ``err`` is not one."""
+    if "pip install 'medvit[" in str(err):  # raised by medvit, naming the extra
+        return _one_line(err)
+    module = (err.name or "").split(".")[0]
+    if module in OPTIONAL_EXTRAS:
+        return f"{module} is not installed: pip install 'medvit[{OPTIONAL_EXTRAS[module]}]'"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from medvit.runner import BookError
 
     try:
-        if args.command == "reproduce" and args.launcher:
-            if _launch(args) != 0:
-                return 1
-            reproduce(args.profile, only=args.only, results_dir=args.results_dir)
-        elif args.command == "reproduce":
-            reproduce(args.profile, only=args.only, force=args.force, results_dir=args.results_dir)
-        elif args.command == "book":
-            build_book(strict=args.strict)
-        else:
-            _list(args.what, args.profile, args.figure, args.verbose, args.results_dir)
-    except (NotebookFailed, ValueError, FileNotFoundError) as err:
-        print(f"medvit: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return args.handler(args)
+    except (BookError, ValueError, FileNotFoundError) as err:  # ParamsError, DataError, ModelError too
+        print(f"medvit: {_one_line(err)}", file=sys.stderr)
+    except subprocess.CalledProcessError as err:
+        cmd = [str(c) for c in err.cmd] if isinstance(err.cmd, (list, tuple)) else str(err.cmd).split()
+        print(f"medvit: `{' '.join([Path(cmd[0]).name, *cmd[1:2]])}` exited with status {err.returncode} "
+              "(its output is above)", file=sys.stderr)
+    except ImportError as err:
+        message = _missing_extra(err)
+        if message is None:
+            raise  # a broken installation, not a missing extra: the traceback says where
+        print(f"medvit: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("medvit: interrupted", file=sys.stderr)
+        return 130
+    return 1
 
 
 if __name__ == "__main__":

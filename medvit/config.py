@@ -2,7 +2,7 @@
 
 ``TrainConfig`` is the one configuration of the one training loop (``medvit.train.fit``), used by
 classification fine-tuning (``Params.train``) and segmentation (``Params.seg_train``); its defaults are
-the authors' protocol (docs/protocol.md §3). ``SlurmConfig`` holds the resources of a Slurm job
+the authors' protocol (docs/protocol.md §4–§5). ``SlurmConfig`` holds the resources of a Slurm job
 (``Params.slurm``). No heavy imports here: the command line's help reads this module.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training loop's settings (docs/protocol.md §3): Adam with weight decay off biases and 1-D
+    """The training loop's settings (docs/protocol.md §4–§5): Adam with weight decay off biases and 1-D
     parameters, a linear warm-up from ``warmup_lr`` then per-iteration cosine decay to ``min_lr``,
     gradient-norm clipping, validation every epoch, the best-validation checkpoint's test metrics."""
 

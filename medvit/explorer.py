@@ -15,7 +15,8 @@ from .data import create_dataset
 from .params import Params
 from .plots.fig4 import draw_saliency, draw_unavailable, show_image
 from .plots.tables import INIT_NAMES
-from .saliency import SaliencyModel, load_test_images, saliency_maps, saliency_model
+from .figures.fig4 import SaliencyModel, load_test_images, saliency_model
+from .saliency import saliency_maps
 
 
 class Explorer:

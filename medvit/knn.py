@@ -1,13 +1,16 @@
-"""k-NN evaluation of frozen features (paper-spec §4), as in DINO's ``knn_classifier``.
+"""k-NN evaluation of frozen features (docs/protocol.md §6), as in DINO's ``knn_classifier``.
 
 ``knn_classify`` is pure tensors: L2-normalised features, cosine similarity, the top-k neighbours
 each weighted by exp(sim / T), and per query the weighted mean of the neighbours' label vectors
 (one-hot for multiclass, so its argmax is DINO's weighted vote and it sums to 1; 0/1 vectors for
 binary and multilabel, the paper's score). Queries go in chunks so a 200k bank × 50k queries fits a GPU.
-``knn_evaluate`` extracts the features of a model over two datasets and scores the result.
+``knn_evaluate`` extracts the features of a model over two datasets and scores the result;
+``knn_sensitivity`` re-scores stored features over a grid of k and T (docs/protocol.md §15).
 """
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -40,24 +43,29 @@ def knn_classify(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     return torch.cat(out) if out else torch.empty(0, labels.shape[1], device=bank.device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_features(model, dataset, batch_size: int = 256, device: str | torch.device = "cpu",
                      amp: bool | None = None, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
     """Frozen features (N, D) of ``dataset`` (with its eval transform) from ``model.features``.
 
-    On CUDA, features are computed under bf16 autocast by default (``amp=None``) and kept in bf16.
+    On CUDA, features are computed under bf16 autocast by default (``amp=None``) and kept in bf16. CNNs run
+    channels_last on CUDA and the CPU, as in training (``medvit.train.uses_channels_last``).
     """
     from tqdm.auto import tqdm
+
+    from .train import uses_channels_last
 
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
     model = model.to(device).eval()
+    memory_format = torch.channels_last if uses_channels_last(model, device) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
     feats = []
     for x, _ in tqdm(loader, desc=f"features {dataset.info.name}/{dataset.split}", disable=not progress,
                      leave=False):
-        x = x.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             feats.append(model.features(x))
     return torch.cat(feats)
@@ -65,14 +73,51 @@ def extract_features(model, dataset, batch_size: int = 256, device: str | torch.
 
 def knn_evaluate(model, train_ds, test_ds, k: int = PAPER_K, temperature: float = PAPER_T,
                  batch_size: int = 256, device: str | torch.device = "cpu", amp: bool | None = None,
-                 num_workers: int = 0, progress: bool = True) -> dict:
-    """k-NN metrics of a frozen ``model`` on ``test_ds`` with ``train_ds`` as the bank (paper-spec §4).
+                 num_workers: int = 0, progress: bool = True, extract=extract_features) -> dict:
+    """k-NN metrics of a frozen ``model`` on ``test_ds`` with ``train_ds`` as the bank (docs/protocol.md §6).
 
-    Both datasets must carry their eval transform. Returns ``{"metrics": {...}, "scores": (Nq, C)}``.
+    Both datasets must carry their eval transform. ``extract`` computes the features (e.g. a
+    ``medvit.features.FeatureCache``'s). Returns ``{"metrics": {...}, "scores": (Nq, C),
+    "train_features": (N, D), "test_features": (Nq, D)}`` (tensors on the CPU, features in the dtype they
+    were computed in), so the run can store its features for :func:`knn_sensitivity`.
     """
     opts = dict(batch_size=batch_size, device=device, amp=amp, num_workers=num_workers, progress=progress)
-    bank = extract_features(model, train_ds, **opts)
-    queries = extract_features(model, test_ds, **opts)
+    bank = extract(model, train_ds, **opts)
+    queries = extract(model, test_ds, **opts)
     labels = torch.from_numpy(train_ds.label_matrix())
     scores = knn_classify(bank, labels, queries, k=k, temperature=temperature).cpu()
-    return {"metrics": compute_metrics(test_ds.info.task, test_ds.labels, scores.numpy()), "scores": scores}
+    return {"metrics": compute_metrics(test_ds.info.task, test_ds.labels, scores.numpy()), "scores": scores,
+            "train_features": bank.cpu(), "test_features": queries.cpu()}
+
+
+SENSITIVITY_KS = (10, 20, 50, 100, 200)
+SENSITIVITY_TEMPERATURES = (DINO_T, PAPER_T)
+
+
+def knn_sensitivity(features, task: str, target_metric: str, ks=SENSITIVITY_KS,
+                    temperatures=SENSITIVITY_TEMPERATURES) -> pd.DataFrame:
+    """The k-NN target metric for every k in ``ks`` and T in ``temperatures``, from stored features.
+
+    ``features`` is ``(train_x, train_y, test_x, test_y)`` as :func:`medvit.predictions.load_features`
+    returns it (bank features, bank label matrix, query features, test labels). Each cell is
+    :func:`knn_classify` then :func:`compute_metrics`, in float32. Columns: ``k``, ``temperature``,
+    ``k_used`` (k capped at the bank size), ``bank`` (its size), ``bank_fraction`` (``k_used / bank``: a
+    k near the bank size votes with a large part of the training set), ``metric``, ``value``.
+    """
+    train_x, train_y, test_x, test_y = features
+    bank = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
+    labels = torch.as_tensor(np.asarray(train_y), dtype=torch.float32)
+    queries = torch.as_tensor(np.asarray(test_x), dtype=torch.float32)
+    out = []
+    for k in ks:
+        for temperature in temperatures:
+            scores = knn_classify(bank, labels, queries, k=k, temperature=temperature).numpy()
+            metrics = compute_metrics(task, test_y, scores)
+            if target_metric not in metrics:
+                raise ValueError(f"knn_sensitivity: target_metric {target_metric!r} is not a {task} metric; "
+                                 f"expected one of {sorted(metrics)}")
+            used = min(k, len(bank))
+            out.append({"k": k, "temperature": temperature, "k_used": used, "bank": len(bank),
+                        "bank_fraction": used / len(bank), "metric": target_metric,
+                        "value": metrics[target_metric]})
+    return pd.DataFrame(out)

@@ -1,6 +1,6 @@
 """Run the paper's grid beyond one process: every missing run as its own job, on local GPUs or on Slurm.
 
-The grid is every figure's runs (``FIGURES``, the planners registered with ``register_figure``), each
+The grid is every figure's runs (``medvit.figures.FIGURES``, each figure's ``plan``), each
 run once even when several figures need it (Fig 1 and Fig 3 share fine-tuning runs). A run is an
 independent, idempotent job identified by its settings (experiment, dataset, model, init, repetition
 and the profile, whose results folder holds it): the job calls ``execute_run``, which appends one row
@@ -20,7 +20,7 @@ Both launchers go through submitit (``pip install "medvit[cluster]"``):
   row nor a live task. A preempted task is requeued by submitit's checkpoint/requeue and restarts its
   run; a task at its time limit fails (its run is submitted again by the next launch).
 
-Runs that read another experiment's checkpoints (``experiments.NEEDS``) go in a second wave, after the runs
+Runs that read another experiment's checkpoints (``Experiment.needs``) go in a second wave, after the runs
 they read. Unavailable pretrained weights give ``unavailable`` rows, never failures; a job that raises
 (``failed`` row) or dies is a failure, reported with its log file and the first line of its error.
 """
@@ -40,8 +40,8 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-import medvit  # noqa: F401  imports every module that registers experiments and figures
-from .experiments import FIGURES, NEEDS, Run, execute_run, plan, results_store
+from .experiments import EXPERIMENTS, FIGURES, execute_run, plan, results_store
+from .runs import Run
 from .params import Params, load_params
 
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's LocalExecutor kills a job after timeout_min (default 2 min)
@@ -56,12 +56,11 @@ VANISHED_S = 20.0
 
 def launch_params(profile: str, results_dir: str | os.PathLike | None = None, **overrides) -> Params:
     """The profile's Params with ``results_dir`` made absolute as ``medvit reproduce`` does (relative
-    to the repository), so jobs, notebooks and ``medvit list runs`` share one results folder."""
-    from .runner import REPO
+    to the current directory), so jobs, notebooks and ``medvit list runs`` share one results folder."""
+    from .runner import resolve_profile, resolve_results_dir
 
-    params = load_params(profile, **overrides)
-    folder = Path(results_dir or params.results_dir).expanduser()
-    return dataclasses.replace(params, results_dir=str(folder if folder.is_absolute() else REPO / folder))
+    params = load_params(resolve_profile(profile), **overrides)
+    return dataclasses.replace(params, results_dir=str(resolve_results_dir(results_dir or params.results_dir)))
 
 
 def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
@@ -77,7 +76,8 @@ def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
 
 
 def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:
-    """``run_id -> (state, reason)``: the newest row's status (ok | unavailable | failed), else ``missing``."""
+    """``run_id -> (state, reason)``: the status of the row that counts (``ResultsStore.rows``: the newest ``ok``
+    row, else the newest row; ok | unavailable | failed), else ``missing``."""
     rows = results_store(params).rows()
     newest = {r["run_id"]: (r["status"], r["reason"] if isinstance(r.get("reason"), str) else "")
               for r in rows.to_dict("records")}
@@ -85,7 +85,7 @@ def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:
 
 
 def pending_runs(params: Params, figures: list[str] | None = None, force: bool = False) -> list[Run]:
-    """The grid's runs that are not done (newest row not ``ok``: missing, failed or unavailable, since
+    """The grid's runs that are not done (no ``ok`` row: missing, failed or unavailable, since
     weights may have been provided since); every run with ``force``."""
     runs = grid_runs(params, figures)
     if force:
@@ -96,21 +96,28 @@ def pending_runs(params: Params, figures: list[str] | None = None, force: bool =
 
 def waves(runs: list[Run]) -> list[list[Run]]:
     """``runs`` split so that runs of an experiment that ``NEEDS`` others come after the runs they read."""
-    later = [r for r in runs if set(NEEDS.get(r.experiment, ())) & {x.experiment for x in runs}]
+    later = [r for r in runs if set(EXPERIMENTS[r.experiment].needs) & {x.experiment for x in runs}]
     first = [r for r in runs if r not in later]
     return [w for w in (first, later) if w]
 
 
-def execute_job(run: Run, params: Params, force: bool = False, execute: Callable = execute_run) -> dict:
-    """What one job does: ``execute(run, params, store)`` (``execute_run``) unless the run is already done
-    (jobs are idempotent: a requeued task whose run ended meanwhile returns at once), and a short summary
+def execute_job(run: Run, params: Params, force: bool = False, execute: Callable | None = None) -> dict:
+    """What one job does: ``execute_run`` (or ``execute(run, params, store)``, a stand-in in tests), which claims
+    the run and does nothing when it is already done under the current settings or another live process holds
+    it (jobs are idempotent: a requeued task whose run ended meanwhile returns at once), and a short summary
     back to the launcher. A failing run raises (its ``failed`` row is written first)."""
     store = results_store(params)
-    if not force and run.run_id in store.done():
+    if execute is None:
+        row = execute_run(run, params, store, force=force)
+    elif not force and run.run_id in store.done():
         return {"run_id": run.run_id, "status": "ok", "skipped": True}
-    row = execute(run, params, store)
+    else:
+        row = execute(run, params, store)
+    if row.get("skipped") == "claimed":  # another live process is doing it: this job has nothing to do
+        return {"run_id": run.run_id, "status": "ok", "skipped": True, "holder": row["holder"]}
     return {"run_id": run.run_id, "status": row["status"], "value": row.get("value"),
-            "wall_time_s": row.get("wall_time_s"), "reason": row.get("reason", ""), "skipped": False}
+            "wall_time_s": row.get("wall_time_s"), "reason": row.get("reason", ""),
+            "skipped": row.get("skipped") == "done"}
 
 
 @dataclass
@@ -389,7 +396,7 @@ class SlurmTask:
 
     def __call__(self, run: Run, params: Params, force: bool = False) -> dict:
         try:
-            return execute_job(run, params, force, self.execute or execute_run)
+            return execute_job(run, params, force, self.execute)
         except Exception as err:
             if type(err).__name__ == "UncompletedJobError" and "timed-out" in str(err):
                 raise TimeoutError(f"{run.run_id} reached the Slurm time limit (slurm.time={params.slurm.time!r}) "

@@ -23,7 +23,7 @@ import yaml
 
 from .config import RANGES, SlurmConfig, TrainConfig
 
-PARAMS_DIR_ENV = "MEDVIT_PARAMS_DIR"
+from .resources import PARAMS_DIR_ENV, params_dir  # noqa: F401  (where the profiles are)
 
 
 class ParamsError(ValueError):
@@ -46,9 +46,9 @@ class Params:
     dataset_options: dict = field(default_factory=dict)  # per dataset: create_dataset(**options)
     img_size: int = 224
     train_subset: int = 0  # >0: a fixed seeded subset of this many training images (CPU budgets); 0: all
-    train: TrainConfig = TrainConfig()  # classification fine-tuning (docs/protocol.md §3)
+    train: TrainConfig = TrainConfig()  # classification fine-tuning (docs/protocol.md §4–§5)
     checkpoint_repetitions: int = 1  # keep fine-tuned checkpoints of the first N repetitions (Figs 4, 5)
-    # k-NN (docs/protocol.md §4)
+    # k-NN (docs/protocol.md §6)
     knn_k: int = 200
     knn_temperature: float = 0.1
     # Fig 1: backbones × inits; Fig 3: capacity sweep over fig3_datasets
@@ -57,13 +57,13 @@ class Params:
     fig3_models: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "deit_tiny", "deit_small", "deit_base")
     fig3_inits: tuple[str, ...] = ("imagenet",)  # the paper's sweep uses ImageNet weights
     fig3_datasets: tuple[str, ...] = ()
-    # Fig 2: DeepLabV3 segmentation (docs/protocol.md §6)
+    # Fig 2: DeepLabV3 segmentation (docs/protocol.md §9)
     seg_datasets: tuple[str, ...] = ()
     seg_models: tuple[str, ...] = ("resnet50", "deit_small")
     seg_inits: tuple[str, ...] = ("random", "imagenet", "dino")
     seg_img_size: int = 224
     seg_train: TrainConfig = TrainConfig(epochs=50, batch_size=16)
-    # Figs 4 and 5: saliency and mean attention distance (docs/protocol.md §7, §8)
+    # Figs 4 and 5: saliency and mean attention distance (docs/protocol.md §10, §11)
     saliency_datasets: tuple[str, ...] = ()
     saliency_images: int = 4  # test images per dataset in the Fig 4 grid
     attention_images: int = 512  # test images averaged per point in Fig 5
@@ -100,12 +100,6 @@ def _plain(v):
     if dataclasses.is_dataclass(v):
         return dataclasses.asdict(v)
     return v
-
-
-def params_dir() -> Path:
-    """``$MEDVIT_PARAMS_DIR``, else the repository's ``params/`` beside the package."""
-    env = os.environ.get(PARAMS_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "params"
 
 
 def list_profiles() -> list[str]:

@@ -1,45 +1,99 @@
 """Reproduce the book: execute each figure notebook with papermill, then build the HTML with Jupyter Book.
 
-``reproduce("quick")`` runs ``book/notebooks/<name>.ipynb`` with the profile's name and the results
-folder as papermill parameters into ``book/_executed/<name>.ipynb`` (what the book renders). Each
-notebook asks medvit for its runs; runs already in ``results/<profile>/`` are not redone (``force``
-redoes them). A failing notebook stops everything with papermill's saved notebook and the cell's error.
+The notebooks' sources are MyST Markdown (``book/notebooks/<name>.md``, jupytext's ``myst`` format).
+``reproduce("quick")`` turns each into a notebook in a temporary folder (jupytext), adds the Colab badge and
+install cell, and runs it with papermill — the profile, the results folder and ``force`` as parameters — into
+``<book_dir>/book/_executed/<name>.ipynb``, the page the book renders. The executed notebook is written
+under a temporary name and moved into place only when it ran to the end: a failed one is kept beside the
+page as ``<name>.failed.ipynb`` and the last good page is left as it was. What the notebooks print (one line
+per finished run) is shown live and appended to ``<results_dir>/<profile>/reproduce.log``.
+
+``book_dir`` is where the executed pages and ``_build/html`` go: the checkout itself when medvit runs from
+one (``book_sources()``), else ``./medvit-book`` in the current directory — never the installed package.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .params import load_params
+from .resources import REPOSITORY_URL, book_sources, checkout, colab_url, pip_requirement, source_revision
 
-REPO = Path(__file__).resolve().parents[1]
-BOOK = REPO / "book"
-SOURCES = BOOK / "notebooks"
-EXECUTED = BOOK / "_executed"
+SOURCES = Path("book") / "notebooks"  # in book_sources(): the MyST Markdown notebooks
+EXECUTED = Path("book") / "_executed"  # in a book_dir: the executed notebooks, the book's pages
+# The book's pages that are not notebooks, copied into a book_dir that is not the checkout.
+STATIC_PAGES = ["_config.yml", "_toc.yml", "book/*.md", "docs/protocol.md"]
+INSTALLED_BOOK_DIR = "medvit-book"  # in the current directory, for an installed medvit
 
-# The book's executable pages, in the order they run; each one's figure key for --only.
-NOTEBOOKS = {
-    "intro": "intro",
-    "fig1": "fig1_finetune_knn",
-    "fig2": "fig2_segmentation",
-    "fig3": "fig3_capacity",
-    "fig4": "fig4_saliency",
-    "fig5": "fig5_attention_distance",
-}
+def notebooks() -> dict[str, str]:
+    """The book's executable pages, in the order they run, by key for --only: the landing page, then each
+    figure's notebook from the figure registry (``medvit.figures.FIGURES``: one list of figures)."""
+    from .figures import FIGURES  # imports torch: only when notebooks are looked up, never for --help
+
+    return {"intro": "intro", **{name: module.NOTEBOOK for name, module in FIGURES.items()}}
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# jupyter-book's command line, run by this Python (its script may not be on PATH or beside it)
+JUPYTER_BOOK = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
 
 
-class NotebookFailed(RuntimeError):
+class BookError(RuntimeError):
+    """The book could not be made; the message says which notebook or step, and where to look."""
+
+
+class NotebookFailed(BookError):
     """A notebook raised; the message names the saved notebook and the failing cell's error."""
 
 
+class BuildFailed(BookError):
+    """``jupyter-book build`` failed; its own messages were printed above."""
+
+
+def default_book_dir() -> Path:
+    """The checkout when medvit runs from one, else ``./medvit-book`` (an installed medvit)."""
+    return checkout() or Path.cwd() / INSTALLED_BOOK_DIR
+
+
 def available_notebooks() -> dict[str, Path]:
-    return {k: SOURCES / f"{v}.ipynb" for k, v in NOTEBOOKS.items() if (SOURCES / f"{v}.ipynb").is_file()}
+    """The notebook sources present, by key (``fig1`` → ``.../book/notebooks/fig1_finetune_knn.md``)."""
+    folder = book_sources() / SOURCES
+    return {k: folder / f"{v}.md" for k, v in notebooks().items() if (folder / f"{v}.md").is_file()}
 
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+def page_notebook(source: str | Path):
+    """The notebook papermill runs for one MyST source: its cells as jupytext reads them, with the Colab
+    badge and the Colab install cell (generated from ``medvit.resources``) after the title cell."""
+    import jupytext
+    import nbformat
+
+    source = Path(source)
+    nb = jupytext.read(source, fmt="md:myst")
+    nb.metadata.pop("jupytext", None)  # a plain notebook, paired with nothing beside it
+    revision = source_revision()
+    badge = nbformat.v4.new_markdown_cell(
+        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"({colab_url(f'_sources/{EXECUTED.as_posix()}/{source.stem}.ipynb')})")
+    note = ("" if revision.commit else " (the default branch: the commit of this page is unknown)") + (
+        " (this page was built with uncommitted changes on top of it)" if revision.modified else "")
+    install = nbformat.v4.new_code_cell(
+        "# Colab only (not shown in the book): install medvit at the commit this page was built from"
+        f"{note}.\nimport subprocess, sys\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", {pip_requirement(revision)!r}], check=True)',
+        metadata={"tags": ["remove-cell"]})
+    first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+    nb.cells[first:first] = [badge, install]
+    for i, cell in enumerate(nb.cells):  # nbformat 4.5 wants cell ids; jupytext's text formats store none
+        cell["id"] = f"cell-{i}"
+    return nb
 
 
 def _prepare_for_book(path: Path) -> None:
@@ -56,63 +110,180 @@ def _prepare_for_book(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1))
 
 
-def execute_notebook(key: str, profile: str, results_dir: str | Path, force: bool = False,
-                     executed_dir: str | Path = EXECUTED, kernel: str = "python3") -> Path:
-    """Execute one book notebook for ``profile`` into ``executed_dir``; NotebookFailed on error."""
+def _kernel_manager_class():
+    """A kernel manager that talks to the kernel over local IPC sockets where the system has them: over TCP,
+    ipykernel warns on every start that the connection is unencrypted."""
+    from jupyter_client.manager import KernelManager
+
+    if os.name != "posix":
+        return KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(transport="ipc", **kwargs)
+
+    return IPCKernelManager
+
+
+def resolve_profile(profile: str | os.PathLike) -> str:
+    """A profile name as it is; a YAML file's path made absolute against the current directory (the kernel
+    reads it, and papermill's kernel may start elsewhere)."""
+    path = Path(profile)
+    return str(path.expanduser().resolve()) if path.suffix in (".yaml", ".yml") else str(profile)
+
+
+def resolve_results_dir(results_dir: str | os.PathLike) -> Path:
+    """``results_dir`` made absolute against the current directory (the user's, not the repository)."""
+    return Path(results_dir).expanduser().resolve()
+
+
+def execute_notebook(key: str, profile: str | os.PathLike, results_dir: str | os.PathLike, force: bool = False,
+                     book_dir: str | os.PathLike | None = None, kernel: str = "python3",
+                     stdout=None, stderr=None) -> Path:
+    """Execute one book notebook for ``profile`` into ``<book_dir>/book/_executed/<name>.ipynb``.
+
+    The page is replaced only when the notebook ran to the end. On an error the executed notebook is kept as
+    ``<name>.failed.ipynb`` beside the page and NotebookFailed names it. ``stdout`` and ``stderr`` (open
+    files) receive what the kernel prints, as it prints it.
+    """
+    import nbformat
     import papermill as pm
 
     sources = available_notebooks()
     if key not in sources:
         raise ValueError(f"unknown notebook {key!r}; available: {', '.join(sources)}")
-    Path(executed_dir).mkdir(parents=True, exist_ok=True)
-    out = Path(executed_dir) / sources[key].name
-    parameters = {"profile": profile, "results_dir": str(Path(results_dir).resolve()), "force": force}
-    try:
-        pm.execute_notebook(str(sources[key]), str(out), parameters=parameters, kernel_name=kernel,
-                            cwd=str(REPO), progress_bar=False, log_output=False)
-    except pm.PapermillExecutionError as err:
-        raise NotebookFailed(f"{sources[key].name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
-                             f"the executed notebook with the traceback is saved at {out}") from None
-    _prepare_for_book(out)
-    return out
+    executed = Path(book_dir or default_book_dir()) / EXECUTED
+    executed.mkdir(parents=True, exist_ok=True)
+    name = sources[key].stem
+    page, failed = executed / f"{name}.ipynb", executed / f"{name}.failed.ipynb"
+    parameters = {"profile": resolve_profile(profile), "results_dir": str(resolve_results_dir(results_dir)),
+                  "force": force}
+    with tempfile.TemporaryDirectory(prefix=f"medvit-{name}-") as tmp:
+        generated = Path(tmp) / f"{name}.ipynb"  # the notebook made from the MyST source
+        running = Path(tmp) / f"{name}.executed.ipynb"
+        nbformat.write(page_notebook(sources[key]), generated)
+        try:
+            pm.execute_notebook(str(generated), str(running), parameters=parameters, kernel_name=kernel,
+                                cwd=str(Path.cwd()), progress_bar=False, log_output=False,
+                                stdout_file=stdout, stderr_file=stderr,
+                                kernel_manager_class=_kernel_manager_class())
+        except BaseException as err:  # a failed or interrupted run: keep what ran, beside the page
+            if running.is_file():
+                shutil.copyfile(running, failed)
+            if isinstance(err, pm.PapermillExecutionError):
+                raise NotebookFailed(f"{sources[key].name} failed in cell {err.exec_count}: {err.ename}: "
+                                     f"{err.evalue}\nthe executed notebook with the traceback is saved at {failed}"
+                                     + (f"; the last good page {page} is unchanged" if page.is_file() else "")
+                                     ) from None
+            raise
+        _prepare_for_book(running)
+        staged = executed / f".{name}.{os.getpid()}.ipynb"  # on the page's file system, so the move is atomic
+        shutil.copyfile(running, staged)
+        os.replace(staged, page)
+    failed.unlink(missing_ok=True)
+    return page
 
 
-def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
-              results_dir: str | Path | None = None, executed_dir: str | Path = EXECUTED, log=print) -> list[Path]:
-    """Execute the book's notebooks for ``profile`` (all, or the keys in ``only``) into ``executed_dir``,
-    resuming finished runs."""
+class _Tee:
+    """A text stream that writes to several (the terminal and the log file), flushing each write."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: bool = False,
+              results_dir: str | os.PathLike | None = None, book_dir: str | os.PathLike | None = None,
+              out=None) -> list[Path]:
+    """Execute the book's notebooks for ``profile`` (all, or the keys in ``only``) into
+    ``<book_dir>/book/_executed``, resuming finished runs. What the notebooks print goes to ``out`` (the
+    terminal) and to ``<results_dir>/<profile>/reproduce.log``."""
+    out = out or sys.stdout
+    profile = resolve_profile(profile)
     params = load_params(profile)
-    results_dir = Path(results_dir or params.results_dir)
-    if not results_dir.is_absolute():
-        results_dir = REPO / results_dir
+    results_dir = resolve_results_dir(results_dir or params.results_dir)
     sources = available_notebooks()
-    keys = list(sources) if not only else only
+    if not sources:
+        raise FileNotFoundError(f"no notebooks to execute: no {', '.join(notebooks().values())} (.md) in "
+                                f"{book_sources() / SOURCES}")
+    keys = list(sources) if not only else list(only)
     unknown = [k for k in keys if k not in sources]
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(sources)}")
+    book_dir = Path(book_dir or default_book_dir())
+    log_path = results_dir / params.profile / "reproduce.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     done = []
-    for i, key in enumerate(keys, 1):
-        start = time.perf_counter()
-        log(f"[{i}/{len(keys)}] {key}: executing {sources[key].relative_to(REPO)} (profile {profile})", flush=True)
-        done.append(execute_notebook(key, profile, results_dir, force=force, executed_dir=executed_dir))
-        log(f"[{i}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {done[-1]}", flush=True)
+    with open(log_path, "a") as log_file:
+        tee = _Tee(out, log_file)
+        now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        tee.write(f"medvit reproduce --profile {params.profile} ({now}, medvit {source_revision()}): "
+                  f"{len(keys)} notebook(s), results in {results_dir / params.profile}, log {log_path}\n")
+        for i, key in enumerate(keys, 1):
+            start = time.perf_counter()
+            tee.write(f"[{i}/{len(keys)}] {key}: executing {sources[key].name}\n")
+            done.append(execute_notebook(key, profile, results_dir, force=force, book_dir=book_dir,
+                                         stdout=tee, stderr=log_file))
+            tee.write(f"[{i}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {done[-1]}\n")
+        tee.write(f"reproduce: {len(done)} of {len(keys)} notebook(s) executed into {book_dir / EXECUTED}\n")
     return done
 
 
-def build_book(book_dir: str | Path = BOOK, output_dir: str | Path = REPO, strict: bool = False, log=print) -> Path:
-    """Build ``<output_dir>/_build/html`` from ``book_dir`` (execution off: the pages are what papermill ran
-    into ``<book_dir>/_executed``). ``strict`` fails on any Sphinx warning."""
-    book_dir = Path(book_dir)
-    missing = [NOTEBOOKS[k] for k in available_notebooks()
-               if not (book_dir / "_executed" / f"{NOTEBOOKS[k]}.ipynb").is_file()]
+def stage_book(book_dir: str | os.PathLike) -> Path:
+    """Copy the book's configuration and Markdown pages from ``book_sources()`` into ``book_dir`` (nothing to
+    do when it is the checkout itself); return ``book_dir``."""
+    book_dir, sources = Path(book_dir), book_sources()
+    if book_dir.resolve() != sources.resolve():
+        for pattern in STATIC_PAGES:
+            for source in sorted(sources.glob(pattern)):
+                dest = book_dir / source.relative_to(sources)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+    return book_dir
+
+
+@contextlib.contextmanager
+def _build_config(book_dir: Path):
+    """``<book_dir>/_config.yml`` with the repository's address (from ``medvit.resources``: the repository
+    button, and ``{{ repository_url }}`` in the pages), as a temporary file for ``jupyter-book build --config``."""
+    import yaml
+
+    config = yaml.safe_load((book_dir / "_config.yml").read_text())
+    config.setdefault("repository", {})["url"] = REPOSITORY_URL
+    config.setdefault("html", {})["use_repository_button"] = True
+    config.setdefault("parse", {}).setdefault("myst_substitutions", {})["repository_url"] = REPOSITORY_URL
+    with tempfile.TemporaryDirectory(prefix="medvit-book-config-") as tmp:
+        path = Path(tmp) / "_config.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        yield path
+
+
+def build_book(book_dir: str | os.PathLike | None = None, strict: bool = False, log=print) -> Path:
+    """Build ``<book_dir>/_build/html`` from the pages in ``_toc.yml`` (execution off: the figure pages are
+    what papermill ran into ``<book_dir>/book/_executed``). ``strict`` fails on any Sphinx warning."""
+    book_dir = stage_book(book_dir or default_book_dir())
+    pages = notebooks()
+    missing = [pages[k] for k in available_notebooks() if not (book_dir / EXECUTED / f"{pages[k]}.ipynb").is_file()]
     if missing:
-        raise FileNotFoundError(f"not yet executed: {missing}; run `medvit reproduce --profile <name>` first")
-    exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(book_dir), "--path-output", str(output_dir)]
-    if strict:
-        cmd += ["-W", "-n", "--keep-going"]
-    log(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
-    index = Path(output_dir) / "_build" / "html" / "index.html"
+        raise FileNotFoundError(f"not yet executed into {book_dir / EXECUTED}: {missing}; run "
+                                f"`medvit reproduce --profile <name>` first")
+    with _build_config(book_dir) as config:
+        cmd = [*JUPYTER_BOOK, "build", str(book_dir), "--path-output", str(book_dir), "--config", str(config)]
+        if strict:
+            cmd += ["-W", "-n", "--keep-going"]
+        log(f"jupyter-book {' '.join(cmd[len(JUPYTER_BOOK):])}", flush=True)
+        result = subprocess.run(cmd, cwd=book_dir)
+    if result.returncode != 0:
+        raise BuildFailed(f"jupyter-book build of {book_dir} failed (exit {result.returncode}); its messages are above")
+    index = book_dir / "_build" / "html" / "index.html"
     log(f"book: {index}", flush=True)
     return index

@@ -1,4 +1,4 @@
-"""Saliency for Fig 4 (paper-spec §6): Grad-CAM for CNNs, the CLS token's attention for ViTs.
+"""Saliency for Fig 4 (docs/protocol.md §10): Grad-CAM for CNNs, the CLS token's attention for ViTs.
 
 * CNNs: Grad-CAM (pytorch-grad-cam's ``GradCAM``) at ``model.saliency_layer()`` (the last bottleneck
   block, ResNet ``layer4[-1]``) for a target class: by default the predicted class; a one-logit binary
@@ -10,22 +10,16 @@
   cumulative sum, threshold). Maps and masks are upsampled to the image with **nearest** neighbours, so
   each patch covers exactly its own pixels.
 
-:func:`saliency_maps` dispatches on the model interface (``has_attention``), never on names;
-:func:`saliency_model` resolves which model Fig 4 shows for a (dataset, backbone, init).
+:func:`saliency_maps` dispatches on the model interface (``has_attention``), never on names; which model
+Fig 4 shows for a (dataset, backbone, init) is ``medvit.figures.fig4.saliency_model``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-
-from .data import create_transform
-from .experiments import Run, checkpoint_path, load_finetuned, profile_dataset
-from .models import ModelError, WeightsUnavailableError, create_model, model_inits
-from .params import Params
 
 TOP_MASS = 0.5  # the "top-50%" attention mask of Fig 4
 
@@ -94,7 +88,7 @@ def gradcam(model, images: torch.Tensor, targets: list[int] | None = None) -> np
 
 def top_mass_mask(weights: torch.Tensor, mass: float = TOP_MASS) -> torch.Tensor:
     """The smallest set of cells holding at least ``mass`` of the total, over the last two dims (…, h, w):
-    cells sorted by weight, kept while the mass before them is below the threshold (paper-spec §6)."""
+    cells sorted by weight, kept while the mass before them is below the threshold (docs/protocol.md §10)."""
     flat = weights.flatten(-2).double()
     values, order = flat.sort(-1, descending=True)
     before = values.cumsum(-1) - values
@@ -138,102 +132,4 @@ def saliency_maps(model, images: torch.Tensor, targets: list[int] | None = None)
     return SaliencyMaps("gradcam", maps=gradcam(model, images, targets))
 
 
-@dataclass
-class SaliencyModel:
-    """The model Fig 4 shows for (dataset, backbone, init), or why there is none (``model`` None)."""
-
-    dataset: str
-    name: str
-    init: str
-    model: object | None
-    source: str = ""  # what the model is: fine-tuned checkpoint or pretrained backbone
-    reason: str = ""  # why it is unavailable
-    finetuned: bool = False  # a Fig 1 fine-tuned checkpoint (else a pretrained backbone, not trained on the data)
-
-    @property
-    def available(self) -> bool:
-        return self.model is not None
-
-
-def saliency_model(params: Params, dataset: str, name: str, init: str, device="cpu") -> SaliencyModel:
-    """The Fig 1 fine-tuned model (checkpoint of repetition 0) when it exists, else the pretrained
-    backbone (imagenet / dino inits), else an unavailable entry with the reason. Never another init."""
-    run = Run("finetune", dataset, name, init, 0)
-    ckpt = checkpoint_path(params, run)
-    if ckpt.is_file():
-        return SaliencyModel(dataset, name, init, load_finetuned(params, run, device),
-                             source=f"fine-tuned on {dataset} (repetition 0)", finetuned=True)
-    missing = f"no fine-tuned checkpoint at {ckpt} (run the Fig 1 fine-tuning)"
-    if init == "random":
-        return SaliencyModel(dataset, name, init, None, reason=f"{missing}; an untrained random-init backbone "
-                                                                f"is not shown")
-    try:
-        info = profile_dataset(params, dataset, "test").info
-        model = create_model(name, init, num_outputs=0, in_chans=info.channels, img_size=params.img_size)
-    except (WeightsUnavailableError, ModelError) as err:
-        return SaliencyModel(dataset, name, init, None, reason=f"{missing}, and the pretrained backbone: {err}")
-    return SaliencyModel(dataset, name, init, model.to(device).eval(), source=f"pretrained {init} backbone "
-                                                                               f"(not fine-tuned)")
-
-
-def load_test_images(params: Params, dataset: str, indices) -> tuple[torch.Tensor, np.ndarray]:
-    """Test images ``indices`` of ``dataset`` through the eval transform: (normalised batch, display images
-    (N, H, W, C) in [0, 1], the same pixels un-normalised)."""
-    test = profile_dataset(params, dataset, "test")
-    bad = [i for i in indices if not 0 <= i < len(test)]
-    if bad:
-        raise IndexError(f"{dataset} test split has {len(test)} images; indices {bad} are out of range")
-    tf = create_transform(test.info, params.img_size, train=False)
-    batch = torch.stack([tf(test.load_image(i)) for i in indices])
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (test.info.mean, test.info.std))
-    shown = (batch * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    return batch, shown
-
-
-@dataclass
-class SaliencyGrid:
-    """Fig 4's content: per dataset, test images; per (backbone, init) row and dataset, the resolved model's
-    description and its saliency on those images (or the reason it is unavailable)."""
-
-    datasets: tuple[str, ...]
-    indices: dict[str, list[int]]
-    images: dict[str, np.ndarray]  # dataset -> (N, H, W, C) in [0, 1]
-    rows: list[tuple[str, str]]  # (backbone, init)
-    cells: dict[tuple[str, str, str], tuple[SaliencyModel, SaliencyMaps | None]]  # (backbone, init, dataset)
-
-    def sources(self) -> pd.DataFrame:
-        """Which model each (backbone, init, dataset) shows (fine-tuned checkpoint or pretrained backbone),
-        or why none."""
-        return pd.DataFrame([{"dataset": d, "model": m, "init": i, "method": "" if maps is None else maps.method,
-                              "shown": resolved.source or "unavailable", "reason": resolved.reason}
-                             for (m, i, d), (resolved, maps) in self.cells.items()])
-
-
-def saliency_grid(params: Params, models=None, inits=None, datasets=None, num_images: int | None = None,
-                  device="cpu") -> SaliencyGrid:
-    """Fig 4: the first ``num_images`` (``params.saliency_images``) test images of each saliency dataset and
-    the saliency of each (backbone, init) pair that exists (default: Fig 1's backbones and inits)."""
-    models = params.fig1_models if models is None else tuple(models)
-    inits = params.fig1_inits if inits is None else tuple(inits)
-    datasets = params.saliency_datasets if datasets is None else tuple(datasets)
-    n = params.saliency_images if num_images is None else num_images
-    if not datasets:
-        raise ValueError(f"profile {params.profile!r} names no saliency_datasets for Fig 4")
-    indices, images, batches = {}, {}, {}
-    for d in datasets:
-        size = len(profile_dataset(params, d, "test"))
-        indices[d] = list(range(min(n, size)))
-        batches[d], images[d] = load_test_images(params, d, indices[d])
-    rows = [(m, i) for i in inits for m in models if i in model_inits(m)]
-    cells = {}
-    for m, i in rows:
-        for d in datasets:
-            resolved = saliency_model(params, d, m, i, device)
-            maps = saliency_maps(resolved.model, batches[d]) if resolved.available else None
-            cells[m, i, d] = (resolved, maps)
-            resolved.model = None  # keep the grid light: the maps are what it shows
-    return SaliencyGrid(tuple(datasets), indices, images, rows, cells)
-
-
-__all__ = ["SaliencyMaps", "SaliencyModel", "SaliencyGrid", "gradcam", "top_mass_mask", "cls_attention",
-           "attention_saliency", "saliency_maps", "saliency_model", "load_test_images", "saliency_grid"]
+__all__ = ["SaliencyMaps", "gradcam", "top_mass_mask", "cls_attention", "attention_saliency", "saliency_maps"]

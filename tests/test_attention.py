@@ -1,4 +1,4 @@
-"""Mean attention distance (paper Fig 5, paper-spec §6): the pure function and the collecting loop."""
+"""Mean attention distance (paper Fig 5, docs/protocol.md §11): the pure function and the collecting loop."""
 import itertools
 import math
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medvit import create_dataset, create_model, create_transform, load_params
-from medvit.attention import attention_distance, collect_attention_distance, mean_attention_distance, plan_fig5
+from medvit.attention import attention_distance, collect_attention_distance, mean_attention_distance
+from medvit.figures.fig5 import plan as plan_fig5
 
 
 def _random_patch_attention(b, heads, n, seed=0):

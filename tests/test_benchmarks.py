@@ -41,3 +41,31 @@ def test_cache_throughput_compares_raw_decoding_with_the_cache(tmp_path, shared_
                "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
     result = json.loads(out.read_text())
     assert result["raw"]["images_per_s"] > 0 and result["speedup"]["batches_over_raw"] > 0
+
+
+@pytest.mark.slow
+def test_cpu_train_compares_medvit_with_the_plain_loop_per_model(tmp_path):
+    out = tmp_path / "cpu.json"
+    run_script("cpu_train.py", "--profile", "smoke", "--models", "resnet18", "deit_tiny", "--chunk", "1",
+               "--rounds", "1", "--threads", "1", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["resnet18", "deit_tiny"]
+    assert [r["channels_last"] for r in rows] == [True, False] and all(r["fast_path"] for r in rows)
+    for r in rows:
+        assert r["ratio_cpu"] == pytest.approx(r["medvit_images_per_cpu_s"] / r["plain_images_per_cpu_s"])
+        assert r["eval_medvit_images_per_s"] > 0 and r["eval_plain_images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_profile_run_times_every_phase_of_a_finetune_a_knn_and_a_segmentation_run(tmp_path):
+    out = tmp_path / "profile.json"
+    run_script("profile_run.py", "--profile", "smoke", "--finetune", "resnet18", "--knn", "resnet18",
+               "--segmentation", "resnet18", "--epochs", "1", "--threads", "1", "--out", str(out))
+    runs = {r["run"].split("__")[0]: r for r in json.loads(out.read_text())["runs"]}
+    phases = {name: {p["phase"] for p in r["phases"]} for name, r in runs.items()}
+    loop = {"data", "forward", "backward", "optimizer", "validation", "test", "metrics", "best copy"}
+    assert loop | {"load splits", "build model", "save checkpoint"} <= phases["finetune"]
+    assert loop | {"baselines"} <= phases["segmentation"]
+    assert {"features", "k-NN vote"} <= phases["knn"]
+    for r in runs.values():  # phases that do not nest add up to at most the run's CPU time
+        assert sum(p["cpu_s"] for p in r["phases"] if p["phase"] not in ("metrics",)) <= r["cpu_s"] * 1.01

@@ -1,44 +1,204 @@
-"""The executable book: notebook sources, the papermill runner (resume, failures) and the HTML build."""
+"""The executable book: notebook sources, the papermill runner (resume, failures, paths) and the HTML build."""
 from __future__ import annotations
 
+import ast
+import difflib
+import io
 import json
-import shutil
+import re
+import subprocess
+import sys
+import types
 from pathlib import Path
 
+import jupytext
+import nbformat
+import papermill
 import pytest
+import yaml
 
 import medvit
-from medvit import runner
+from medvit import resources, runner
 from medvit.experiments import execute_run, plan, results_store
 
-SOURCES = sorted(runner.SOURCES.glob("*.ipynb"))
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = sorted((REPO / runner.SOURCES).glob("*.md"))
+PARAMETERS = ["profile", "results_dir", "force", "overrides"]
 
 
 def code_cells(nb):
-    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_the_book_config_and_toc_are_at_the_top_level():
+    assert (REPO / "_config.yml").is_file() and (REPO / "_toc.yml").is_file()
+    assert not list((REPO / "book").glob("_*.yml")), "one config and one toc, at the top level"
+    assert yaml.safe_load((REPO / "_config.yml").read_text())["only_build_toc_files"] is True
+    assert resources.book_sources() == REPO and resources.params_dir() == REPO / "params"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
-def test_notebook_sources_are_thin_stripped_and_parameterised(path):
-    nb = json.loads(path.read_text())
+def test_notebook_sources_are_myst_markdown_with_the_same_parameters_and_one_header_call(path):
+    text = path.read_text()
+    nb = jupytext.reads(text, fmt="md:myst")
+    assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "myst"
+    assert "md:myst" in nb.metadata["jupytext"]["formats"], "paired through jupytext"
+    assert jupytext.writes(nb, fmt="md:myst") == text, "not in jupytext's own form: saving it would reformat it"
     cells = code_cells(nb)
-    assert all(not c["outputs"] and c["execution_count"] is None for c in cells), "strip outputs from sources"
-    tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
-    assert len(tagged) == 1, "exactly one papermill parameters cell"
-    assert "profile = " in "".join(tagged[0]["source"])
-    first_visible = next(c for c in cells if "remove-cell" not in c["metadata"].get("tags", []))
-    assert first_visible is tagged[0], "the parameters cell comes first (after the hidden Colab cell)"
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and cells[0] is tagged[0], "one papermill parameters cell, the first code cell"
+    assigned = [n.targets[0].id for n in ast.parse(tagged[0].source).body]
+    assert assigned == PARAMETERS, "every page takes the same parameters"
+    assert "overrides = {}" in tagged[0].source
+    assert "header(profile, results_dir, overrides" in cells[1].source, "the shared header call comes next"
     for c in cells:
-        src = "".join(c["source"])
-        assert "\ndef " not in "\n" + src and "!pip" not in src and "sys.path" not in src, src
-    assert "colab.research.google.com" in "".join("".join(c["source"]) for c in nb["cells"])
+        assert "\ndef " not in "\n" + c.source and "!pip" not in c.source and "sys.path" not in c.source, c.source
+        assert "load_params(" not in c.source and "colab" not in c.source.lower(), c.source
+    assert resources.REPOSITORY_URL not in text
 
 
-def test_every_notebook_in_the_toc_has_a_source():
-    toc = (runner.BOOK / "_toc.yml").read_text()
-    for key, name in runner.NOTEBOOKS.items():
-        if f"_executed/{name}" in toc:
-            assert (runner.SOURCES / f"{name}.ipynb").is_file(), name
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_a_one_word_edit_of_a_notebook_diffs_as_one_line(path):
+    """The edit a reviewer makes in Jupyter: open the paired notebook, change a word, save (jupytext writes)."""
+    text = path.read_text()
+    nb = jupytext.reads(text, fmt="md:myst")
+    cell = next(c for c in nb.cells if c.cell_type == "markdown" and len(c.source.splitlines()) > 2)
+    cell.source = re.sub(r"\bthe\b", "THE", cell.source, count=1)
+    diff = [line for line in difflib.unified_diff(text.splitlines(), jupytext.writes(nb, fmt="md:myst").splitlines(),
+                                                  lineterm="", n=0) if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert len(diff) == 2 and diff[0].startswith("-") and diff[1].startswith("+"), diff
+
+
+def test_every_page_in_the_toc_has_its_source():
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    executed = [f for f in files if f.startswith(runner.EXECUTED.as_posix())]
+    assert [Path(f).name for f in executed] == list(runner.notebooks().values())
+    assert {runner.notebooks()[k] for k in runner.available_notebooks()} == set(runner.notebooks().values())
+    for f in set(files) - set(executed):
+        assert (REPO / f"{f}.md").is_file(), f
+
+
+def test_the_repository_url_is_written_in_one_place():
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    address = resources.REPOSITORY_URL.split("://", 1)[1]
+    holders = [f for f in tracked if (REPO / f).is_file() and address in (REPO / f).read_text(errors="ignore")]
+    assert holders == ["medvit/resources.py"]
+
+
+def run_cell(source, monkeypatch):
+    """Run a Colab cell's code as Colab would, recording the commands it runs instead of running them."""
+    calls = []
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    exec(compile(source, "colab-cell", "exec"), {})
+    return calls
+
+
+def test_the_generated_page_gets_a_colab_badge_and_an_idempotent_install_of_its_commit(monkeypatch):
+    source = runner.available_notebooks()["fig1"]
+    nb = runner.page_notebook(source)
+    nbformat.validate(nb)
+    assert nb.cells[0].source.startswith("# Fig 1"), "the title stays first"
+    badge, install = nb.cells[1], nb.cells[2]
+    assert resources.colab_url("_sources/book/_executed/fig1_finetune_knn.ipynb") in badge.source
+    assert install.metadata["tags"] == ["remove-cell"]
+    commit = resources.source_revision().commit
+    first, second = run_cell(install.source, monkeypatch), run_cell(install.source, monkeypatch)
+    assert first == second == [[sys.executable, "-m", "pip", "install", "-q",
+                                f"medvit @ git+{resources.REPOSITORY_URL}@{commit}"]]
+    monkeypatch.setattr(runner, "source_revision", lambda: resources.Revision(None))
+    unknown = runner.page_notebook(source).cells[2].source
+    assert f"git+{resources.REPOSITORY_URL}'" in unknown and "commit of this page is unknown" in unknown
+
+
+class FakePapermill:
+    """papermill.execute_notebook's stand-in: records its call, prints like a kernel, writes the output
+    notebook, and raises like a failing cell when asked to."""
+
+    def __init__(self, fail=False, prints="run fig1__a ok 0.5 in 3 s\n"):
+        self.fail, self.prints, self.calls = fail, prints, []
+
+    def __call__(self, input_path, output_path, parameters, cwd, stdout_file=None, **kwargs):
+        self.calls.append({"input": nbformat.read(input_path, as_version=4), "parameters": parameters, "cwd": cwd,
+                           **kwargs})
+        if stdout_file is not None:
+            stdout_file.write(self.prints)
+        nb = nbformat.read(input_path, as_version=4)
+        nb.metadata["ran"] = "failed" if self.fail else "ok"
+        nbformat.write(nb, output_path)
+        if self.fail:
+            raise papermill.PapermillExecutionError(3, 3, "load_params(...)", "ParamsError", "unknown profile", ["tb"])
+
+
+def test_a_failed_run_keeps_the_last_good_page_and_saves_the_failed_one_beside_it(tmp_path, monkeypatch):
+    executed = tmp_path / runner.EXECUTED
+    executed.mkdir(parents=True)
+    page = executed / "fig1_finetune_knn.ipynb"
+    page.write_text("the last good page")
+    monkeypatch.setattr(papermill, "execute_notebook", FakePapermill(fail=True))
+    with pytest.raises(runner.NotebookFailed) as err:
+        runner.execute_notebook("fig1", "smoke", tmp_path / "results", book_dir=tmp_path)
+    failed = executed / "fig1_finetune_knn.failed.ipynb"
+    assert str(failed) in str(err.value) and "ParamsError" in str(err.value)
+    assert page.read_text() == "the last good page"
+    assert json.loads(failed.read_text())["metadata"]["ran"] == "failed"
+    assert sorted(p.name for p in executed.iterdir()) == [failed.name, page.name], "no partial file left behind"
+
+    monkeypatch.setattr(papermill, "execute_notebook", FakePapermill())
+    assert runner.execute_notebook("fig1", "smoke", tmp_path / "results", book_dir=tmp_path) == page
+    assert json.loads(page.read_text())["metadata"]["ran"] == "ok"
+    assert not failed.exists(), "a page that ran clears its earlier failure"
+
+
+def test_relative_profile_and_results_paths_are_the_users_current_directory(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.yaml").write_text((REPO / "params" / "smoke.yaml").read_text())
+    monkeypatch.chdir(work)
+    fake = FakePapermill()
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    runner.reproduce("mine.yaml", only=["intro"], results_dir="res", book_dir=tmp_path / "book", out=io.StringIO())
+    call = fake.calls[0]
+    assert call["parameters"] == {"profile": str(work / "mine.yaml"), "results_dir": str(work / "res"), "force": False}
+    assert call["cwd"] == str(work), "the kernel starts where the user is"
+    assert (work / "res" / "mine" / "reproduce.log").is_file()
+    assert (tmp_path / "book" / runner.EXECUTED / "intro.ipynb").is_file()
+
+
+def test_reproduce_shows_what_the_notebooks_print_live_and_logs_it_beside_the_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(papermill, "execute_notebook", FakePapermill(prints="run fig1__x ok auc=0.71 in 2 s\n"))
+    out = io.StringIO()
+    runner.reproduce("smoke", only=["fig1", "fig3"], results_dir=tmp_path / "results", book_dir=tmp_path, out=out)
+    log = (tmp_path / "results" / "smoke" / "reproduce.log").read_text()
+    for text in (out.getvalue(), log):
+        assert text.count("run fig1__x ok auc=0.71 in 2 s") == 2
+        assert "[1/2] fig1: executing" in text and "[2/2] fig3: done in" in text and "2 of 2 notebook(s)" in text
+
+
+def test_the_kernel_talks_over_ipc_not_unencrypted_tcp(tmp_path, monkeypatch):
+    fake = FakePapermill()
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    runner.execute_notebook("intro", "smoke", tmp_path / "results", book_dir=tmp_path)
+    manager = fake.calls[0]["kernel_manager_class"](kernel_name="python3")
+    assert manager.transport == "ipc"
+
+
+def test_reproduce_that_finds_no_notebooks_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "book_sources", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / runner.SOURCES)):
+        runner.reproduce("smoke", results_dir=tmp_path / "results", book_dir=tmp_path)
+
+
+def test_an_installed_medvit_writes_its_book_in_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "checkout", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert runner.default_book_dir() == tmp_path / runner.INSTALLED_BOOK_DIR
+    staged = runner.stage_book(tmp_path / "b")
+    for pattern in runner.STATIC_PAGES:
+        for source in REPO.glob(pattern):
+            assert (staged / source.relative_to(REPO)).read_text() == source.read_text()
 
 
 def test_reproduce_resumes_without_redoing_finished_runs(tmp_path, capsys):
@@ -47,55 +207,68 @@ def test_reproduce_resumes_without_redoing_finished_runs(tmp_path, capsys):
     first = runs[: len(runs) // 2]
     for run in first:  # the part that finished before an interruption
         execute_run(run, params, results_store(params))
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
     rows = medvit.run_experiment(params, "fig1", progress=False)
     out = capsys.readouterr().out
-    assert f"{len(runs) - len(first)} run now, {len(first)} taken from" in out
+    assert f"{len(first)} already done, {len(runs) - len(first)} to run" in out
     assert len(rows) == len(runs) and set(rows["status"]) == {"ok"}
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
     assert all(after[p] == t for p, t in before.items()), "finished rows were rewritten"
     assert len(after) == len(runs), "one row file per run"
 
 
-def test_failing_notebook_names_the_saved_notebook_and_the_error(tmp_path):
+@pytest.mark.slow
+def test_a_failing_notebook_in_a_real_kernel_names_the_saved_notebook_and_the_error(tmp_path):
     with pytest.raises(runner.NotebookFailed) as err:
-        runner.execute_notebook("fig1", "no_such_profile", tmp_path / "results", executed_dir=tmp_path)
+        runner.execute_notebook("intro", "no_such_profile", tmp_path / "results", book_dir=tmp_path)
     msg = str(err.value)
     assert "ParamsError" in msg and "no_such_profile" in msg
-    assert str(tmp_path / "fig1_finetune_knn.ipynb") in msg
+    assert str(tmp_path / runner.EXECUTED / "intro.failed.ipynb") in msg
+    assert not (tmp_path / runner.EXECUTED / "intro.ipynb").exists()
 
 
 @pytest.mark.slow
-def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path):
+def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path, capfd):
     book = tmp_path / "book"
-    shutil.copytree(runner.BOOK, book, ignore=shutil.ignore_patterns("_executed", "_build"))
-    runner.reproduce("smoke", results_dir=tmp_path / "results", executed_dir=book / "_executed")
-    index = runner.build_book(book_dir=book, output_dir=tmp_path, strict=True)
+    runner.reproduce("smoke", results_dir=tmp_path / "results", book_dir=book)
+    index = runner.build_book(book_dir=book, strict=True)
     assert index.is_file()
+    printed = capfd.readouterr()
+    assert "without encryption" not in printed.out + printed.err
+    assert "This page: medvit" in printed.out, "what the kernels print is shown"
+    log = (tmp_path / "results" / "smoke" / "reproduce.log").read_text()
+    assert "This page: medvit" in log and "[6/6] fig5: done in" in log
     html = index.parent
-    for key, name in runner.NOTEBOOKS.items():
-        if key == "intro" or key not in runner.available_notebooks():
+    pages = {key: (html / runner.EXECUTED / f"{name}.html").read_text() for key, name in runner.notebooks().items()}
+    for key, page in pages.items():
+        numbers = re.findall(r'<span class="caption-number">Fig\. (\d+) </span>', page)
+        if key == "intro":
+            assert numbers == []
             continue
-        page = (html / "_executed" / f"{name}.html").read_text()
-        assert "<img" in page, f"{name}: no figure in the page"
-        assert f'id="{key}-' in page or "<figure" in page, f"{name}: the figure has no caption/name"
-    fig1 = (html / "_executed" / "fig1_finetune_knn.html").read_text()
-    assert "<table" in fig1 and "unavailable" in fig1
-    assert "_executed/intro.html" in (html / "index.html").read_text()  # the root page redirects to the intro
-    assert "This build: profile 'smoke'" in (html / "_executed" / "intro.html").read_text()
+        assert "<img" in page, f"{key}: no figure in the page"
+        assert numbers == [key[3:]], f"{key}: numbered captions {numbers}, the paper's number is {key[3:]}"
+        assert f'id="{key}-' in page, f"{key}: the figure has no name"
+    assert "<table" in pages["fig1"] and "unavailable" in pages["fig1"]
+    assert 'href="fig1_finetune_knn.html#fig1-bars"' in pages["fig4"], "pages refer to each other by {numref}"
+    assert "This page: medvit" in pages["intro"] and "_executed/intro.html" in (html / "index.html").read_text()
+    assert (html / "_sources" / runner.EXECUTED / "fig1_finetune_knn.ipynb").is_file(), "what the Colab badge opens"
+    assert resources.REPOSITORY_URL in pages["fig1"], "the repository button, from medvit.resources"
 
 
-def test_rows_made_with_other_parameters_are_reported_not_mixed_silently(tmp_path, capsys):
-    small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], epochs=1)
+def test_a_changed_setting_reruns_what_reads_it_and_never_mixes_rows(tmp_path, capsys):
+    small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], train={"epochs": 1})
     params = medvit.load_params("smoke", **small)
     medvit.run_experiment(params, "fig1", progress=False)
     changed = medvit.load_params("smoke", knn_k=7, **small)
     capsys.readouterr()
     medvit.run_experiment(changed, "fig1", progress=False)
     out = capsys.readouterr().out
-    assert "0 run now" in out and "2 of these rows were made with other run settings" in out
-    medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1", progress=False)
-    assert "WARNING" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
+    assert "1 already done, 1 to run" in out and "knn__synthetic_shapes__resnet18__random__r0: ok" in out
+    assert "1 older rows made with other settings are kept as history and not shown" in out
+    rows = medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1",
+                                 progress=False)
+    assert "to run" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
+    assert sorted(rows["k"].dropna()) == [20.0], "the rows shown are those of the current settings"
 
 
 def test_executed_notebooks_get_collapsed_parameters_and_no_unrenderable_widget_views(tmp_path):

@@ -1,4 +1,4 @@
-"""Datasets (paper-spec §2): real MedMNIST and ISIC files load offline, the authors' split is exact,
+"""Datasets (docs/protocol.md §2): real MedMNIST and ISIC files load offline, the authors' split is exact,
 the paper's transforms give the right shapes, and bad input is one clear DataError naming what is wrong."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from medvit.data import resize_size
 from medvit.data.synthetic import make_shapes
 
 
-# --- the authors' split (paper-spec §2 check values) ---------------------------------------------------
+# --- the authors' split (docs/protocol.md §2 check values) ---------------------------------------------------
 
 def test_split_matches_authors_first_indices_for_aptos_and_isic():
     aptos = authors_split(3662, 0.3)
@@ -182,7 +182,7 @@ def test_label_matrix_is_one_hot_for_multiclass():
     np.testing.assert_array_equal(m.sum(1), 1)
 
 
-# --- transforms (paper-spec §3) ----------------------------------------------------------------------
+# --- transforms (docs/protocol.md §3) ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("img_size", [32, 224])

@@ -24,7 +24,8 @@ from medvit.data.base import DataError
 from medvit.data.transforms import create_transform, resize_size
 from medvit.knn import extract_features, knn_classify
 from medvit.models.backbones import Backbone, BackboneSpec
-from medvit.train import FinetuneConfig, finetune
+from medvit.config import TrainConfig
+from medvit.train import finetune
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -105,6 +106,26 @@ def test_colour_jitter_equals_torchvision_ops_in_the_drawn_order():
     assert len({tuple(o) for o in params["order"].tolist()}) > 10  # random orders, not one fixed order
 
 
+def test_hue_of_the_selected_samples_only_equals_the_masked_whole_batch():
+    """The CPU converts only the samples whose op is hue; the GPU masks the whole batch: same values."""
+    g = torch.Generator().manual_seed(1)
+    x, factor = torch.rand(16, 3, 8, 8, generator=g), torch.rand(16, generator=g) - 0.5
+    for rotate in (torch.rand(16, generator=g) < 0.3, torch.zeros(16).bool(), torch.ones(16).bool()):
+        masked = torch.where(rotate.view(-1, 1, 1, 1), G.adjust_hue(x, factor), x)
+        assert torch.equal(G._hue_where(x, rotate, factor), masked)
+
+
+def test_the_fast_path_is_the_default_on_cpu_for_uint8_arrays():
+    from medvit.data.base import ImageDataset
+    from medvit.train import resolve_fast_path
+
+    arrays = shapes("train", n=8)
+    files = ImageDataset(arrays.info, "train", arrays.labels, paths=[f"img{i}.png" for i in range(8)])
+    assert resolve_fast_path(None, torch.device("cpu"), arrays, arrays) is True
+    assert resolve_fast_path(None, torch.device("cpu"), arrays, files) is False  # per-image loader, no warning
+    assert resolve_fast_path(False, torch.device("cpu"), arrays) is False
+
+
 def test_crop_boxes_follow_torchvision_random_resized_crop_distribution():
     n, size = 4000, 37
     fast = G.sample_crop_boxes(n, size, size, generator=torch.Generator().manual_seed(0))
@@ -166,7 +187,8 @@ def test_knn_with_a_bf16_bank_matches_fp32_on_clustered_features(k):
 def test_fast_path_refuses_a_file_backed_dataset(shared_data):
     train = create_dataset("isic_uda1", "train", data_root=shared_data)
     with pytest.raises(DataError, match="file-backed.*cached"):
-        finetune(tiny_resnet(1), train, train, train, FinetuneConfig(epochs=1, fast_path=True), progress=False)
+        finetune(tiny_resnet(1), train, train, train, TrainConfig(epochs=1), img_size=224, fast_path=True,
+                 progress=False)
 
 
 def test_short_finetune_on_the_fast_path_matches_the_slow_path():
@@ -175,8 +197,8 @@ def test_short_finetune_on_the_fast_path_matches_the_slow_path():
     accuracy = {}
     for fast in (False, True):
         torch.manual_seed(0)
-        config = FinetuneConfig(epochs=15, batch_size=32, lr=1e-2, warmup_iters=5, img_size=32, fast_path=fast)
-        result = finetune(tiny_resnet(3), *splits, config, seed=0, progress=False)
+        config = TrainConfig(epochs=15, batch_size=32, lr=1e-2, warmup_iters=5)
+        result = finetune(tiny_resnet(3), *splits, config, img_size=32, fast_path=fast, seed=0, progress=False)
         assert result.fast_path is fast
         assert result.train_loss[-1] < result.train_loss[0]
         accuracy[fast] = result.test_metrics["accuracy"]

@@ -1,4 +1,4 @@
-"""k-NN on frozen features (paper-spec §4): cosine similarity, top-k, exp(sim / T) weights, weighted vote
+"""k-NN on frozen features (docs/protocol.md §6): cosine similarity, top-k, exp(sim / T) weights, weighted vote
 (multiclass) or weighted mean of label vectors (binary / multilabel)."""
 from __future__ import annotations
 
@@ -109,3 +109,54 @@ def test_knn_evaluate_scores_a_frozen_model_end_to_end():
     assert bank.shape == (48, 512)
     expected = knn_classify(bank, torch.from_numpy(train.label_matrix()), queries, k=10, temperature=0.1)
     torch.testing.assert_close(out["scores"], expected)
+
+
+def test_knn_evaluate_returns_the_features_it_scored():
+    train = create_dataset("synthetic_shapes", "train", size=32, n_train=24)
+    test = create_dataset("synthetic_shapes", "test", size=32, n_test=8)
+    tf = create_transform(train.info, img_size=32, train=False)
+    model = create_model("resnet18", "random", num_outputs=0)
+    out = knn_evaluate(model, train.with_transform(tf), test.with_transform(tf), k=5, progress=False)
+    assert out["train_features"].shape == (24, 512) and out["test_features"].shape == (8, 512)
+    again = knn_classify(out["train_features"], torch.from_numpy(train.label_matrix()), out["test_features"], k=5)
+    torch.testing.assert_close(again, out["scores"])
+
+
+def test_knn_sensitivity_matches_brute_force_on_every_k_and_temperature(rng):
+    from medvit import compute_metrics
+    from medvit.knn import knn_sensitivity
+
+    bank = rng.normal(size=(60, 8))
+    bank_labels = rng.integers(0, 3, 60)
+    bank[:, 0] += bank_labels * 1.5  # some signal, so the metric moves with k and T
+    test_labels = rng.integers(0, 3, 25)
+    queries = rng.normal(size=(25, 8))
+    queries[:, 0] += test_labels * 1.5
+    features = (bank, np.eye(3)[bank_labels], queries, test_labels)
+    table = knn_sensitivity(features, "multiclass", "quadratic_kappa", ks=(5, 20, 100), temperatures=(0.07, 0.5))
+    assert list(table["k"]) == [5, 5, 20, 20, 100, 100] and list(table["temperature"]) == [0.07, 0.5] * 3
+    assert list(table["k_used"]) == [5, 5, 20, 20, 60, 60] and table["bank"].eq(60).all()
+    for r in table.itertuples():
+        expected = compute_metrics("multiclass", test_labels,
+                                   brute_force_knn(bank, np.eye(3)[bank_labels], queries, r.k_used, r.temperature))
+        assert r.value == pytest.approx(expected["quadratic_kappa"], abs=1e-9)
+    assert table["value"].nunique() > 1
+
+
+def test_knn_sensitivity_from_stored_features_of_a_multilabel_run(rng, tmp_path):
+    from medvit import compute_metrics
+    from medvit.knn import knn_sensitivity
+    from medvit.predictions import load_features, save_features
+
+    bank = torch.tensor(rng.normal(size=(40, 6)), dtype=torch.bfloat16)  # as a GPU run extracts them
+    labels = (rng.random((40, 4)) < 0.4).astype(np.float32)
+    queries = torch.tensor(rng.normal(size=(12, 6)), dtype=torch.bfloat16)
+    test_labels = (rng.random((12, 4)) < 0.4).astype(int)
+    save_features(tmp_path, "knn__x__deit_small__dino__r0", bank, labels, queries, test_labels)
+    stored = load_features(tmp_path, "knn__x__deit_small__dino__r0")
+    table = knn_sensitivity(stored, "multilabel", "roc_auc", ks=(10,), temperatures=(0.1,))
+    expected = compute_metrics("multilabel", test_labels,
+                               brute_force_knn(bank.float().numpy(), labels, queries.float().numpy(), 10, 0.1))
+    assert table["value"].iloc[0] == pytest.approx(expected["roc_auc"], abs=1e-9)
+    with pytest.raises(ValueError, match="'quadratic_kappa' is not a multilabel metric"):
+        knn_sensitivity(stored, "multilabel", "quadratic_kappa", ks=(10,), temperatures=(0.1,))

@@ -12,7 +12,10 @@ import time
 import pytest
 
 from medvit.cli import main
-from medvit.experiments import FIGURES, Run, plan
+from types import SimpleNamespace
+
+from medvit.experiments import FIGURES, plan
+from medvit.runs import Run
 from medvit.launch import (SlurmTask, _reattach, error_line, execute_job, grid_runs, launch, launch_local,
                            launch_params, launch_slurm, local_gpus, parse_minutes, pending_runs, run_states,
                            sbatch_options, slurm_executor, task_python, waves)
@@ -29,7 +32,8 @@ def _row(run: Run, status: str, profile: str = "smoke") -> dict:
 
 def test_grid_runs_lists_each_run_once_over_every_registered_figure(tmp_path, monkeypatch):
     params = launch_params("smoke", tmp_path)
-    monkeypatch.setitem(FIGURES, "figtest", lambda p: [Run("knn", "synthetic_shapes", "resnet18", "random", 7)])
+    monkeypatch.setitem(FIGURES, "figtest", SimpleNamespace(
+        plan=lambda p: [Run("knn", "synthetic_shapes", "resnet18", "random", 7)]))
     per_figure = {f: plan(params, f) for f in FIGURES}
     runs = grid_runs(params)
     assert [r.run_id for r in runs] == list(dict.fromkeys(r.run_id for f in FIGURES for r in per_figure[f]))
@@ -40,26 +44,27 @@ def test_grid_runs_lists_each_run_once_over_every_registered_figure(tmp_path, mo
         grid_runs(params, ["fig9"])
 
 
-def test_launch_params_resolve_a_relative_results_dir_against_the_repository_as_reproduce_does(tmp_path):
-    from medvit.runner import REPO
+def test_launch_params_resolve_a_relative_results_dir_against_the_current_directory_as_reproduce_does(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert launch_params("smoke", "results").results_dir == str(tmp_path / "results")
+    assert launch_params("smoke", tmp_path / "elsewhere").results_dir == str(tmp_path / "elsewhere")
 
-    assert launch_params("smoke", "results").results_dir == str(REPO / "results")
-    assert launch_params("smoke", tmp_path).results_dir == str(tmp_path)
 
-
-def test_pending_runs_are_the_runs_whose_newest_row_is_not_ok(tmp_path):
+def test_pending_runs_are_the_runs_without_an_ok_row(tmp_path):
     params = launch_params("smoke", tmp_path, fig1_inits=["random"])
     runs = grid_runs(params, ["fig1"])
     store = ResultsStore(tmp_path / "smoke")
     store.append(_row(runs[0], "failed"))
-    store.append(_row(runs[0], "ok"))  # newest row ok: done
+    store.append(_row(runs[0], "ok"))  # an ok row: done
     store.append(_row(runs[1], "unavailable"))
-    store.append(_row(runs[2], "ok"))
-    store.append(_row(runs[2], "failed"))  # newest row failed: pending again
+    store.append(_row(runs[2], "failed"))  # only failures: pending again
+    store.append(_row(runs[3], "ok"))
+    store.append(_row(runs[3], "failed"))  # a later failure (another process's try) does not hide the ok row
     states = run_states(params, runs)
-    assert [states[r.run_id][0] for r in runs] == ["ok", "unavailable", "failed", "missing"]
+    assert [states[r.run_id][0] for r in runs] == ["ok", "unavailable", "failed", "ok"]
     assert states[runs[1].run_id][1] == "because unavailable"
-    assert pending_runs(params, ["fig1"]) == runs[1:]
+    assert pending_runs(params, ["fig1"]) == runs[1:3]
     assert pending_runs(params, ["fig1"], force=True) == runs
 
 

@@ -1,4 +1,4 @@
-"""The backbone registry (paper-spec §5): every model × init builds and trains, pretrained weights load
+"""The backbone registry (docs/protocol.md §7): every model × init builds and trains, pretrained weights load
 through the user's path from a checkpoint the test writes itself, grayscale stems keep the R filter,
 ViT attention maps are proper softmaxes, and every failure is one clear error."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from medvit.models.backbones import BACKBONES, DINO_RESNET50_URL, INITS
 IMG = 32
 BATCH = 2
 NUM_OUTPUTS = 3
-FEATURE_DIM = {"resnet18": 512, "resnet50": 2048, "resnet152": 2048,  # paper-spec §3/§5
+FEATURE_DIM = {"resnet18": 512, "resnet50": 2048, "resnet152": 2048,  # docs/protocol.md §3, §7
                "deit_tiny": 192, "deit_small": 384, "deit_base": 768}
 HEADS = {"deit_tiny": 3, "deit_small": 6, "deit_base": 12}
 BIG = {"resnet152", "deit_base"}
@@ -28,7 +28,8 @@ def _marked(name: str, *values):
                         marks=[pytest.mark.slow] if name in BIG else [])
 
 
-MODEL_INITS = [_marked(n, i) for n in list_models() for i in model_inits(n)]
+# the in-domain DINO inits load a pretraining checkpoint: tests/test_pretrain.py
+MODEL_INITS = [_marked(n, i) for n in list_models() for i in model_inits(n) if not i.endswith("+dino_indomain")]
 
 
 def _perturbed(state: dict) -> dict:
@@ -139,7 +140,7 @@ def test_list_models_by_init_follows_the_paper():
     assert list_models() == ["resnet18", "resnet50", "resnet152", "deit_tiny", "deit_small", "deit_base"]
     assert list_models("random") == list_models("imagenet") == list_models()
     assert list_models("dino") == ["resnet50", "deit_small"]
-    assert model_inits("deit_small") == ["random", "imagenet", "dino"]
+    assert model_inits("deit_small") == ["random", "imagenet", "dino", "random+dino_indomain", "imagenet+dino_indomain"]
 
 
 # --- bad input: one clear error -------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def test_unreachable_pretrained_weights_fail_fast_naming_weights_and_folder(name
     assert weights in message and "MEDVIT_WEIGHTS_DIR" in message
 
 
-# --- grayscale (paper-spec §3) -----------------------------------------------------------------------
+# --- grayscale (docs/protocol.md §3) -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["resnet18", "deit_tiny"])
 def test_random_init_accepts_one_channel_input(name):
@@ -230,7 +231,7 @@ def test_in_chans_other_than_one_or_three_is_rejected():
         create_model("resnet18", in_chans=4)
 
 
-# --- attention maps (paper-spec §6) -------------------------------------------------------------------
+# --- attention maps (docs/protocol.md §9) -------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [_marked(n) for n in list_models() if BACKBONES[n].family == "vit"])
 @pytest.mark.parametrize("img", [32, 64])

@@ -1,4 +1,4 @@
-"""The paper's classification datasets (paper-spec §2), each on a tiny fixture written in its published layout."""
+"""The paper's classification datasets (docs/protocol.md §2), each on a tiny fixture written in its published layout."""
 import pickle
 
 import h5py

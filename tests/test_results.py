@@ -1,5 +1,6 @@
-"""The results store: append is atomic and never overwrites, the newest row of a run counts, done() counts
-only ``ok`` rows, and aggregate gives the paper's median ± std over repetitions (paper-spec §1)."""
+"""The results store: append is atomic and never overwrites, a run's newest ``ok`` row counts (else its newest
+row), done() counts runs with an ``ok`` row, a corrupt row is moved aside, and aggregate gives the paper's
+median ± std over repetitions."""
 from __future__ import annotations
 
 import json
@@ -63,17 +64,32 @@ def test_a_row_file_is_complete_json_with_provenance_fields(tmp_path):
     assert all(not p.name.startswith(".") for p in path.parent.iterdir())
 
 
-def test_done_counts_only_runs_whose_newest_row_is_ok(tmp_path):
+def test_a_run_is_done_once_it_has_an_ok_row_and_a_later_failure_never_hides_it(tmp_path):
     store = ResultsStore(tmp_path)
     store.append(row("resnet50", repetition=0))
     store.append(row("resnet50", repetition=1, status="unavailable", reason="no weights"))
     store.append(row("resnet50", repetition=2, status="failed", reason="FloatingPointError"))
-    store.append(row("resnet50", repetition=3))
-    store.append(row("resnet50", repetition=3, status="failed", reason="rerun crashed"))
+    store.append(row("resnet50", repetition=3, value=0.3))
+    store.append(row("resnet50", repetition=3, status="failed", reason="rerun crashed"))  # a second process's try
     store.append(row("resnet50", repetition=4, status="failed", reason="first try crashed"))
-    store.append(row("resnet50", repetition=4))
-    done = store.done()
-    assert done == {"finetune__retinamnist__resnet50__random__r0", "finetune__retinamnist__resnet50__random__r4"}
+    store.append(row("resnet50", repetition=4, value=0.4))
+    ids = {r: f"finetune__retinamnist__resnet50__random__r{r}" for r in range(5)}
+    assert store.done() == {ids[0], ids[3], ids[4]}
+    assert all(store.is_done(ids[r]) == (r in (0, 3, 4)) for r in range(5))
+    newest = store.rows().set_index("run_id")
+    assert (newest.loc[ids[3], "status"], newest.loc[ids[3], "value"]) == ("ok", 0.3)  # the ok row, not the failure
+    assert (newest.loc[ids[4], "status"], newest.loc[ids[4], "value"]) == ("ok", 0.4)
+    assert newest.loc[ids[1], "status"] == "unavailable" and newest.loc[ids[2], "status"] == "failed"
+    assert len(store.rows(history=True)) == 7
+
+
+def test_the_newest_of_several_ok_rows_counts(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(row(value=0.1))
+    store.append(row(status="failed", reason="forced rerun crashed"))
+    store.append(row(value=0.2))  # a forced rerun that finished
+    store.append(row(status="unavailable", reason="weights gone"))
+    assert store.rows()["value"].tolist() == [0.2]
 
 
 def test_empty_store_has_no_rows(tmp_path):
@@ -90,12 +106,17 @@ def test_bad_rows_are_rejected(tmp_path):
         store.append(row() | {"status": "done"})
 
 
-def test_an_unreadable_row_file_is_named(tmp_path):
+def test_an_unreadable_row_file_is_named_moved_aside_and_its_run_is_not_done(tmp_path):
     store = ResultsStore(tmp_path)
     path = store.append(row())
+    store.append(row(repetition=1))
     path.write_text("{ half a row")
-    with pytest.raises(ValueError, match=f"unreadable result row {path}"):
-        store.rows()
+    with pytest.warns(medvit.results.CorruptRowWarning, match=f"corrupt result row {path}: not valid JSON"):
+        rows = store.rows()
+    assert rows["repetition"].tolist() == [1]
+    assert not path.exists()
+    assert (tmp_path / "quarantine" / path.parent.name / path.name).read_text() == "{ half a row"
+    assert store.done() == {"finetune__retinamnist__resnet50__random__r1"}
 
 
 def test_aggregate_gives_median_and_std_over_repetitions_and_keeps_unavailable_settings(tmp_path):

@@ -93,12 +93,13 @@ def _killed_mid_write(root: str) -> None:
     """Append a row but die (SIGKILL) after half of it reached the file."""
     import medvit.results as results
 
-    def half_then_die(obj, f, **kwargs):
-        f.write('{"experiment": "finetune", "status": "ok", "run_id": "half')
-        f.flush()
+    real_write = os.write
+
+    def half_then_die(fd, data):
+        real_write(fd, bytes(data[:len(data) // 2]))
         os.kill(os.getpid(), signal.SIGKILL)
 
-    results.json.dump = half_then_die
+    results.os.write = half_then_die
     ResultsStore(root).append({**_row(0, 0), "experiment": "finetune"})
 
 
@@ -110,7 +111,7 @@ def test_a_writer_killed_mid_write_leaves_no_row_and_its_run_is_not_done(tmp_pat
     p.join(30)
     assert p.exitcode == -signal.SIGKILL
     leftovers = list(tmp_path.glob("rows/*/.tmp-*"))
-    assert len(leftovers) == 1 and leftovers[0].read_text().startswith('{"experiment"'), "killed while writing"
+    assert len(leftovers) == 1 and leftovers[0].read_text().startswith('{\n "experiment"'), "killed while writing"
     rows = store.rows(history=True)
     assert list(rows["model"]) == ["w1"]
     assert store.done() == {"finetune__d__w1__random__r0"}

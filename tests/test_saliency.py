@@ -1,4 +1,4 @@
-"""Fig 4 saliency (paper-spec §6): Grad-CAM for CNNs, CLS attention and its top-50% mask for ViTs,
+"""Fig 4 saliency (docs/protocol.md §10): Grad-CAM for CNNs, CLS attention and its top-50% mask for ViTs,
 the model resolution (fine-tuned checkpoint, else pretrained backbone, else a reason) and the explorer."""
 import itertools
 
@@ -12,13 +12,14 @@ from torchvision.transforms import v2
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from medvit import FinetuneConfig, create_dataset, create_model, create_transform, finetune, load_params  # noqa: E402
+from medvit import TrainConfig, create_dataset, create_model, create_transform, finetune, load_params  # noqa: E402
 from medvit.data.synthetic import SPLIT_SEEDS, make_shapes  # noqa: E402
 from medvit.data.transforms import resize_size  # noqa: E402
-from medvit.experiments import Run, save_checkpoint  # noqa: E402
+from medvit.runs import Run, save_checkpoint  # noqa: E402
 from medvit.explorer import Explorer  # noqa: E402
 from medvit.plots.fig4 import fig4_figure  # noqa: E402
-from medvit.saliency import cls_attention, saliency_grid, saliency_maps, saliency_model, top_mass_mask  # noqa: E402
+from medvit.figures.fig4 import saliency_grid, saliency_model  # noqa: E402
+from medvit.saliency import cls_attention, saliency_maps, top_mass_mask  # noqa: E402
 
 
 def _figure_text(fig) -> str:
@@ -115,8 +116,8 @@ def test_gradcam_of_a_trained_cnn_highlights_the_object_more_than_the_background
     splits = {s: create_dataset("synthetic_shapes", s, **opts) for s in ("train", "val", "test")}
     torch.manual_seed(0)
     model = create_model("resnet18", "random", num_outputs=3)
-    config = FinetuneConfig(epochs=5, batch_size=32, lr=3e-3, warmup_iters=0, img_size=size)
-    finetune(model, splits["train"], splits["val"], splits["test"], config, seed=0, progress=False)
+    config = TrainConfig(epochs=5, batch_size=32, lr=3e-3, warmup_iters=0)
+    finetune(model, splits["train"], splits["val"], splits["test"], config, img_size=size, seed=0, progress=False)
     test = splits["test"]
     tf = create_transform(test.info, size, train=False)
     images = torch.stack([tf(test.load_image(i)) for i in range(n_test)])

@@ -1,4 +1,4 @@
-"""Fig 2 segmentation (paper-spec §6): DeepLabV3 models, Dice/IoU, joint augmentation, datasets, the experiment."""
+"""Fig 2 segmentation (docs/protocol.md §9): DeepLabV3 models, Dice/IoU, joint augmentation, datasets, the experiment."""
 import matplotlib
 import numpy as np
 import pytest
@@ -8,11 +8,11 @@ from PIL import Image
 
 from medvit import (DataError, ModelError, WeightsUnavailableError, create_dataset, create_model, load_params,
                     run_experiment)
-from medvit.data.segmentation import create_segmentation_transform, resized, segmentation_info
+from medvit.data.segmentation import SegmentationDataset, create_segmentation_transform, resized, segmentation_info
 from medvit.models.segmentation import create_segmentation_model
 from medvit.plots.fig2 import fig2_table, fig2_figure
-from medvit.segment import (dice_iou_per_image, evaluate_segmentation, segmentation_deviations, segmentation_examples,
-                            segmentation_metrics, trivial_baselines)
+from medvit.figures.fig2 import departures as segmentation_deviations, segmentation_examples
+from medvit.segment import dice_iou_per_image, evaluate_segmentation, segmentation_metrics, trivial_baselines
 
 matplotlib.use("Agg")
 
@@ -208,7 +208,7 @@ def test_synthetic_segmentation_set_is_labelled_synthetic_and_masks_match_shapes
 
 
 def test_fig2_experiment_trains_saves_checkpoints_and_draws_the_overlay_grid(tmp_path):
-    params = load_params("smoke", results_dir=str(tmp_path), seg_epochs=1, seg_batch_size=4,
+    params = load_params("smoke", results_dir=str(tmp_path), seg_train={"epochs": 1, "batch_size": 4},
                          dataset_options={"synthetic_shapes_seg": {"size": 32, "n_train": 8, "n_val": 4,
                                                                    "n_test": 4}})
     rows = run_experiment(params, "fig2", progress=False)
@@ -244,3 +244,40 @@ def test_evaluation_of_a_constant_predictor_equals_the_trivial_baseline(logit, b
     m = evaluate_segmentation(Constant(), ds.with_transform(tf), batch_size=3)  # batches of 3, 3 and 1
     assert m == pytest.approx(trivial_baselines(ds, img_size=32)[baseline])
     assert 0 < trivial_baselines(ds, img_size=32)["all_foreground"]["dice"] < 0.5
+
+
+def _solid_ph2_folder(root, n: int = 10):
+    """A PH2-layout folder of ``n`` solid-colour 24×32 images, image i of grey level 20 * i (known stats)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((24, 32, 3), 20 * i, np.uint8)).save(root / "images" / f"IMD{i:03d}.png")
+        mask = np.zeros((24, 32), np.uint8)
+        mask[8:16, 8:24] = 255
+        Image.fromarray(mask).save(root / "masks" / f"IMD{i:03d}_lesion.png")
+
+
+def test_ph2_normalisation_is_computed_from_the_training_images_only(tmp_path):
+    from medvit.data.split import authors_split
+
+    _solid_ph2_folder(tmp_path)
+    train_levels = np.array([20 * i for i in authors_split(10, 0.3)["train"]]) / 255
+    splits = {s: create_dataset("ph2", s, root=tmp_path) for s in ("train", "val", "test")}
+    for s in splits.values():  # every split is normalised with the training split's statistics
+        assert s.info.mean == pytest.approx((train_levels.mean(),) * 3, abs=1e-4)
+        assert s.info.std == pytest.approx((train_levels.std(),) * 3, abs=1e-4)
+    all_levels = np.arange(10) * 20 / 255
+    assert splits["test"].info.mean[0] != pytest.approx(all_levels.mean(), abs=1e-3)  # test images not included
+
+
+def test_ph2_shared_data_mean_std_are_its_training_split_statistics(shared_data):
+    from medvit.data.segmentation import channel_stats
+
+    train = create_dataset("ph2", "train", data_root=shared_data)
+    test = create_dataset("ph2", "test", data_root=shared_data)
+    assert test.info.mean == train.info.mean and test.info.std == train.info.std
+    assert (train.info.mean, train.info.std) == channel_stats(train)
+    everything = channel_stats(SegmentationDataset(train.info, "all", paths=[*train.paths, *test.paths],
+                                                   mask_paths=[*train.mask_paths, *test.mask_paths]))
+    assert everything != (train.info.mean, train.info.std)
+    assert all(0.3 < m < 0.9 for m in train.info.mean) and all(0.05 < s < 0.4 for s in train.info.std)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from medvit.experiments import Run
+from medvit.runs import Run
 from medvit.launch import SLURM_QUEUED, grid_runs, launch, launch_params, sbatch_options
 from medvit.results import ResultsStore
 

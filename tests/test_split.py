@@ -1,4 +1,4 @@
-"""The authors' Random(42) split (paper-spec §2): check values computed with the authors' code."""
+"""The authors' Random(42) split (docs/protocol.md §2): check values computed with the authors' code."""
 import pytest
 
 from medvit.data import authors_split

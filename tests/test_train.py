@@ -1,4 +1,4 @@
-"""Fine-tuning (paper-spec §3): the synthetic set is learnable, the best-validation checkpoint's test
+"""Fine-tuning (docs/protocol.md §4): the synthetic set is learnable, the best-validation checkpoint's test
 metrics are reported, a non-finite loss stops the run naming the step, and the learning rate follows
 the linear warm-up from 1e-8 then per-iteration cosine decay to 1e-6."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+import medvit
 import medvit.train
-from medvit import (FinetuneConfig, compute_metrics, create_dataset, create_model, create_transform, finetune,
+from medvit import (TrainConfig, compute_metrics, create_dataset, create_model, create_transform, finetune,
                     seed_everything)
 from medvit.train import predict, task_loss
 
@@ -65,8 +66,8 @@ def test_synthetic_shapes_are_learnable_by_a_short_finetune():
     train, val, test = shapes("train", 256), shapes("val", 64), shapes("test", 64)
     seed_everything(0)
     model = create_model("resnet18", "random", num_outputs=3, img_size=32)
-    config = FinetuneConfig(epochs=10, batch_size=16, lr=2e-3, warmup_iters=5, img_size=32)
-    result = finetune(model, train, val, test, config, seed=0, progress=False)
+    config = TrainConfig(epochs=10, batch_size=16, lr=2e-3, warmup_iters=5)
+    result = finetune(model, train, val, test, config, img_size=32, seed=0, progress=False)
     assert result.test_metrics["accuracy"] >= 0.6
     assert result.test_metrics["quadratic_kappa"] >= 0.4
     assert result.train_loss[-1] < 0.8 * result.train_loss[0]
@@ -89,8 +90,9 @@ def test_finetune_reports_the_best_validation_epoch_test_metrics(small_splits, m
 
     monkeypatch.setattr(medvit.train, "compute_metrics", metrics_with_forced_val)
     model = TinyNet()
-    config = FinetuneConfig(epochs=3, batch_size=16, lr=1e-2, warmup_iters=0, img_size=32)
-    result = finetune(model, train, val, test, config, seed=0, progress=False)
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_iters=0)
+    # the slow path: its evaluation is ``predict`` with torchvision's eval transform, compared with below
+    result = finetune(model, train, val, test, config, img_size=32, seed=0, progress=False, fast_path=False)
 
     assert (result.best_epoch, result.best_val) == (2, 0.9)
     assert [h["quadratic_kappa"] for h in result.val_history] == [0.2, 0.9, 0.5]
@@ -106,17 +108,17 @@ def test_finetune_reports_the_best_validation_epoch_test_metrics(small_splits, m
 
 def test_nan_from_the_first_step_raises_naming_step_zero(small_splits):
     train, val, test = small_splits
-    config = FinetuneConfig(epochs=2, batch_size=16, img_size=32)
+    config = TrainConfig(epochs=2, batch_size=16)
     with pytest.raises(FloatingPointError, match=r"tinynet/random on synthetic_shapes: non-finite loss at step 0 "):
-        finetune(NaNFromStep(0), train, val, test, config, progress=False)
+        finetune(NaNFromStep(0), train, val, test, config, img_size=32, progress=False)
 
 
 def test_nan_later_raises_naming_the_step_and_epoch(small_splits):
     """4 steps per epoch: the 6th step (index 5) is in epoch 2."""
     train, val, test = small_splits
-    config = FinetuneConfig(epochs=3, batch_size=16, img_size=32)
+    config = TrainConfig(epochs=3, batch_size=16)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step 5 \(epoch 2\)"):
-        finetune(NaNFromStep(5), train, val, test, config, progress=False)
+        finetune(NaNFromStep(5), train, val, test, config, img_size=32, progress=False)
 
 
 class RecordingAdam(torch.optim.Adam):
@@ -133,7 +135,7 @@ class RecordingAdam(torch.optim.Adam):
 
 
 def spec_lr(t: int, total: int, warmup: int, lr=1e-4, warmup_lr=1e-8, min_lr=1e-6) -> float:
-    """paper-spec §3: linear warm-up from 1e-8 over ``warmup`` iterations, then cosine to 1e-6."""
+    """docs/protocol.md §4: linear warm-up from 1e-8 over ``warmup`` iterations, then cosine to 1e-6."""
     if t < warmup:
         return warmup_lr + t * (lr - warmup_lr) / warmup
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
@@ -144,9 +146,8 @@ def test_learning_rate_follows_warmup_then_cosine(small_splits, monkeypatch, war
                                                   expected_warmup):
     train, val, test = small_splits
     monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
-    config = FinetuneConfig(epochs=5, batch_size=16, warmup_iters=warmup_iters, warmup_max_fraction=max_fraction,
-                            img_size=32)
-    result = finetune(TinyNet(), train, val, test, config, progress=False)
+    config = TrainConfig(epochs=5, batch_size=16, warmup_iters=warmup_iters, warmup_max_fraction=max_fraction)
+    result = finetune(TinyNet(), train, val, test, config, img_size=32, progress=False)
     total = 5 * (64 // 16)
     assert (result.iterations, result.warmup_iters) == (total, expected_warmup)
     lrs = RecordingAdam.last.lrs
@@ -164,21 +165,21 @@ def test_weight_decay_skips_biases_and_one_dimensional_parameters(small_splits, 
     train, val, test = small_splits
     monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
     model = TinyNet()
-    finetune(model, train, val, test, FinetuneConfig(epochs=1, batch_size=16, img_size=32), progress=False)
+    finetune(model, train, val, test, TrainConfig(epochs=1, batch_size=16), img_size=32, progress=False)
     groups = {g["weight_decay"]: {id(p) for p in g["params"]} for g in RecordingAdam.last.param_groups}
     assert groups[1e-5] == {id(model.conv.weight), id(model.head.weight)}
     assert groups[0.0] == {id(model.conv.bias), id(model.head.bias)}
 
 
 def test_effective_warmup_is_capped_by_the_fraction_of_all_iterations():
-    assert FinetuneConfig().effective_warmup(100_000) == 500  # the authors' 500 iterations
-    assert FinetuneConfig(warmup_max_fraction=0.1).effective_warmup(160) == 16  # RetinaMNIST, 10 epochs
+    assert TrainConfig().effective_warmup(100_000) == 500  # the authors' 500 iterations
+    assert TrainConfig(warmup_max_fraction=0.1).effective_warmup(160) == 16  # RetinaMNIST, 10 epochs
 
 
 def test_training_set_smaller_than_a_batch_is_rejected(small_splits):
     train, val, test = small_splits
     with pytest.raises(ValueError, match="64 training images < batch_size 128"):
-        finetune(TinyNet(), train, val, test, FinetuneConfig(batch_size=128), progress=False)
+        finetune(TinyNet(), train, val, test, TrainConfig(batch_size=128), img_size=32, progress=False)
 
 
 def test_task_loss_is_cross_entropy_or_bce_with_logits():
@@ -196,7 +197,39 @@ def test_task_loss_is_cross_entropy_or_bce_with_logits():
 
 def test_finetune_metrics_are_computed_on_the_test_split(small_splits):
     train, val, test = small_splits
-    result = finetune(TinyNet(), train, val, test, FinetuneConfig(epochs=1, batch_size=16, img_size=32),
+    result = finetune(TinyNet(), train, val, test, TrainConfig(epochs=1, batch_size=16), img_size=32,
                       progress=False)
     assert set(result.test_metrics) == set(compute_metrics("multiclass", [0, 1, 2], np.eye(3)))
     assert result.best_epoch == 1 and result.wall_time_s > 0
+
+
+def test_precision_auto_is_fp32_on_cpu_and_follows_the_gpu_capability(monkeypatch):
+    from medvit.train import resolve_precision
+
+    assert resolve_precision("auto", "cpu").name == "fp32"
+    monkeypatch.setattr(medvit.train, "bf16_supported", lambda device: True)
+    assert resolve_precision("auto", "cuda").name == "bf16"
+    monkeypatch.setattr(medvit.train, "bf16_supported", lambda device: False)  # a T4 or a V100
+    fp16 = resolve_precision("auto", "cuda")
+    assert (fp16.name, fp16.dtype, fp16.scaler) == ("fp16", torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(ValueError, match="Tesla T4 does not support bfloat16"):
+        resolve_precision("bf16", "cuda")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_with_a_scaler_trains_on_cpu(small_splits, precision):
+    train, val, test = small_splits
+    result = finetune(TinyNet(), train, val, test, TrainConfig(epochs=2, batch_size=16), img_size=32,
+                      precision=precision, progress=False)
+    assert result.precision == precision and all(np.isfinite(result.train_loss))
+
+
+def test_data_and_model_that_do_not_fit_are_named_before_the_first_step(small_splits):
+    train, val, test = small_splits
+    wrong_outputs = create_model("resnet18", "random", num_outputs=train.info.num_outputs + 2, in_chans=3)
+    with pytest.raises(medvit.DataError, match=f"needs {train.info.num_outputs}"):
+        finetune(wrong_outputs, train, val, test, TrainConfig(epochs=1, batch_size=16), img_size=32, progress=False)
+    gray = create_model("resnet18", "random", num_outputs=train.info.num_outputs, in_chans=1)
+    with pytest.raises(medvit.DataError, match="cannot take .* images \\(3 channel"):
+        finetune(gray, train, val, test, TrainConfig(epochs=1, batch_size=16), img_size=32, progress=False)

@@ -1,4 +1,4 @@
-"""APTOS 2019 Blindness Detection (Kaggle), diabetic-retinopathy grade of fundus photographs (paper-spec §2).
+"""APTOS 2019 Blindness Detection (Kaggle), diabetic-retinopathy grade of fundus photographs (docs/protocol.md §2).
 
 Layout, as Kaggle ships it (https://www.kaggle.com/competitions/aptos2019-blindness-detection/data)::
 

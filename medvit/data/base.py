@@ -2,7 +2,7 @@
 
 A dataset is an :class:`ImageDataset`: ``N`` images (uint8, HWC) with their labels and a
 :class:`DatasetInfo` that says the task type, the number of model outputs, the target metric, the
-number of channels and the normalisation (paper-spec §2). Images come either from an in-memory /
+number of channels and the normalisation (docs/protocol.md §2). Images come either from an in-memory /
 memory-mapped uint8 array (MedMNIST, synthetic, the image cache) or from files decoded on demand.
 """
 from __future__ import annotations
@@ -24,9 +24,14 @@ class DataError(ValueError):
     """Bad or missing data: the message names the file, folder, field or value and what was expected."""
 
 
+class DataMissing(DataError):
+    """The data is not on this machine (no data root, folder or file): the message says where to get it.
+    A run that needs it is *unavailable*, like one whose pretrained weights cannot be had."""
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """The facts about a dataset that training, k-NN and the metrics need (paper-spec §2)."""
+    """The facts about a dataset that training, k-NN and the metrics need (docs/protocol.md §2)."""
 
     name: str
     task: str  # "multiclass" | "binary" | "multilabel"
@@ -36,8 +41,10 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...] = ()
-    description: str = ""
+    description: str = ""  # this loaded dataset: its size, its split, where its statistics come from
+    # stated once, at the dataset's registration (medvit.data.registry.DatasetFacts); create_dataset sets them
     synthetic: bool = False  # generated data, never a stand-in for a real dataset
+    analogue_of: str | None = None  # the paper's dataset this one stands in for (not the same data)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -126,14 +133,14 @@ def require_dir(path: str | os.PathLike, what: str, how_to_get: str) -> Path:
     """``path`` as a Path if it is a folder, else a DataError saying what was looked for and where to get it."""
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise DataError(f"{what}: folder not found: {p}. {how_to_get}")
+        raise DataMissing(f"{what}: folder not found: {p}. {how_to_get}")
     return p
 
 
 def require_file(path: str | os.PathLike, what: str, how_to_get: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise DataError(f"{what}: file not found: {p}. {how_to_get}")
+        raise DataMissing(f"{what}: file not found: {p}. {how_to_get}")
     return p
 
 

@@ -1,6 +1,6 @@
 """The resized image cache: decode every image once, then read uint8 pixels from a memory-mapped file.
 
-The paper's pipeline starts by resizing every image to 256×256, aspect ignored (paper-spec §3). Decoding
+The paper's pipeline starts by resizing every image to 256×256, aspect ignored (docs/protocol.md §3). Decoding
 large JPEG/PNG files for that on every epoch dominates the cost of small-model runs, so ``cached(dataset)``
 does it once per (dataset, split, size) and returns the same split backed by an N×S×S×C uint8 memory map:
 
@@ -30,8 +30,9 @@ and then a bilinear, antialiased resize to ``size × size``; pixels can differ f
 of the full image by a few grey levels. ``size=None`` keeps the native size (all images must share it),
 e.g. PCam's 96-px patches, whose 256-px cache would take 52 GB.
 
-An unreadable image raises a :class:`DataError` naming the file; with ``skip_unreadable=True`` it is
-dropped with a logged warning, together with its label, and the metadata records which files were dropped.
+Unreadable images raise one :class:`DataError` that counts them all and names the first five (every image
+is tried first); with ``skip_unreadable=True`` they are dropped with a logged warning, together with their
+labels, and the metadata records which files were dropped.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ import logging
 import mmap
 import multiprocessing
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -49,6 +51,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..results import atomic_write_bytes
 from .base import DataError, ImageDataset
 
 log = logging.getLogger(__name__)
@@ -108,9 +111,7 @@ def cached(dataset: ImageDataset, size: int | None = 256, cache_dir: str | os.Pa
         meta = _build(dataset, items, size, data_file, meta_file, fingerprint, skip_unreadable, workers)
     dropped = meta["dropped"]
     if dropped and not skip_unreadable:
-        files = "; ".join(d["error"] for d in dropped[:5])
-        raise DataError(f"{len(dropped)} unreadable image(s) in {dataset.info.name!r} ({dataset.split}): {files}"
-                        f"{' ...' if len(dropped) > 5 else ''}. Fix or remove them, or pass skip_unreadable=True.")
+        raise unreadable_error(dataset, dropped)
     if dropped:
         log.warning("%s (%s): %d unreadable image(s) skipped with their labels (listed in %s)",
                     dataset.info.name, dataset.split, len(dropped), meta_file)
@@ -118,6 +119,15 @@ def cached(dataset: ImageDataset, size: int | None = 256, cache_dir: str | os.Pa
     images = open_cached_images(data_file, meta["shape"])
     return ImageDataset(dataset.info, dataset.split, np.asarray(dataset.labels)[keep], images=images,
                         transform=dataset.transform)
+
+
+def unreadable_error(dataset: ImageDataset, dropped: list[dict], shown: int = 5) -> DataError:
+    """One error for all unreadable images of ``dataset``: how many, the first ``shown`` with their errors."""
+    errors = "; ".join(d["error"] for d in dropped[:shown])
+    more = f"; and {len(dropped) - shown} more" if len(dropped) > shown else ""
+    return DataError(f"{len(dropped)} unreadable image(s) of {len(dataset)} in {dataset.info.name!r} "
+                     f"({dataset.split}): {errors}{more}. Fix or remove them, or pass skip_unreadable=True to "
+                     "leave them out with their labels.")
 
 
 def _items_and_sources(dataset: ImageDataset) -> tuple[object, list[str]]:
@@ -160,7 +170,10 @@ def _build(dataset: ImageDataset, items, size, data_file: Path, meta_file: Path,
            skip_unreadable: bool, workers: int | None) -> dict:
     name, split, channels, n = dataset.info.name, dataset.split, dataset.info.channels, len(dataset)
     data_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = data_file.with_name(f"{data_file.name}.tmp{os.getpid()}")
+    # a unique temporary name: two processes (or hosts sharing the cache folder) may build one cache at once
+    fd, tmp = tempfile.mkstemp(dir=data_file.parent, prefix=f".tmp-{data_file.name}-", suffix=".partial")
+    os.close(fd)
+    tmp = Path(tmp)
     start = time.perf_counter()
     kept, dropped, out, shape = 0, [], None, None
     try:
@@ -168,11 +181,12 @@ def _build(dataset: ImageDataset, items, size, data_file: Path, meta_file: Path,
             for index, result in _decode_all(items, channels, size, workers):
                 bar.update(1)
                 if isinstance(result, str):
-                    if not skip_unreadable:
-                        raise DataError(result)
-                    log.warning("skipping unreadable image (index %d): %s", index, result)
+                    if skip_unreadable:
+                        log.warning("skipping unreadable image (index %d): %s", index, result)
                     dropped.append({"index": index, "error": result})
                     continue
+                if dropped and not skip_unreadable:
+                    continue  # the cache will not be kept: only look for more unreadable images
                 if out is None:
                     shape = result.shape
                     out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, *shape))
@@ -181,6 +195,8 @@ def _build(dataset: ImageDataset, items, size, data_file: Path, meta_file: Path,
                                     f"image's {shape}; pass an int size= to resize all images to one size")
                 out[kept] = result
                 kept += 1
+        if dropped and not skip_unreadable:
+            raise unreadable_error(dataset, dropped)
         if out is None:
             raise DataError(f"dataset {name!r} ({split}): none of its {n} images could be read, e.g. "
                             f"{dropped[0]['error']}")
@@ -194,9 +210,7 @@ def _build(dataset: ImageDataset, items, size, data_file: Path, meta_file: Path,
     meta = {"format": FORMAT_VERSION, "dataset": name, "split": split, "size": size, "channels": channels,
             "shape": [kept, *shape], "n_source": n, "fingerprint": fingerprint, "dropped": dropped,
             "build_seconds": round(time.perf_counter() - start, 3), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp_meta = meta_file.with_name(f"{meta_file.name}.tmp{os.getpid()}")
-    tmp_meta.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_meta, meta_file)
+    atomic_write_bytes(meta_file, json.dumps(meta, indent=1).encode())
     log.info("cached %s (%s): %d images %s in %.1f s -> %s", name, split, kept, shape, meta["build_seconds"],
              data_file)
     return meta

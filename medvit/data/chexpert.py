@@ -1,4 +1,4 @@
-"""CheXpert-v1.0-small chest radiographs, 14 findings, multi-label (paper-spec §2; feature-reuse only).
+"""CheXpert-v1.0-small chest radiographs, 14 findings, multi-label (docs/protocol.md §2; feature-reuse only).
 
 Layout, as Stanford ships it (https://stanfordmlgroup.github.io/competitions/chexpert/, CheXpert-v1.0-small)::
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import DataError, DatasetInfo, ImageDataset
-from .csv_folder import read_csv
+from .base import DataError, DataMissing, DatasetInfo, ImageDataset
+from .csv_folder import read_csv, require_filled
 from .registry import register_dataset, require_root
 
 FINDINGS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -83,7 +83,7 @@ def chexpert_folder(root: Path) -> Path:
     for folder in (root, root / "CheXpert-v1.0-small"):
         if (folder / "train.csv").is_file():
             return folder
-    raise DataError(f"chexpert labels: file not found: {root / 'train.csv'} "
+    raise DataMissing(f"chexpert labels: file not found: {root / 'train.csv'} "
                     f"(nor {root / 'CheXpert-v1.0-small' / 'train.csv'}). {HOW_TO_GET}")
 
 
@@ -92,7 +92,8 @@ def chexpert_folder(root: Path) -> Path:
 def load_chexpert(split: str, root=None) -> ImageDataset:
     folder = require_root("chexpert", root, HOW_TO_GET)
     folder = chexpert_folder(Path(folder))
-    df = read_csv(folder / "train.csv", ["Path", *FINDINGS])
+    df = read_csv(folder / "train.csv", ["Path", *FINDINGS], text_columns=["Path"])
+    require_filled(df, ["Path"], folder / "train.csv", "an image path")  # blank findings are allowed (U-Zeros)
     labels = chexpert_labels(df)
     rows = chexpert_split(df["Path"], split)
     paths = [str(folder.joinpath(*p.split("/")[1:])) for p in df["Path"].to_numpy()[rows]]

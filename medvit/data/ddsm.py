@@ -1,4 +1,4 @@
-"""Mammography: DDSM as the authors coded it, and CBIS-DDSM from TCIA (paper-spec §2).
+"""Mammography: DDSM as the authors coded it, and CBIS-DDSM from TCIA (docs/protocol.md §2).
 
 ``ddsm`` [code] — the DeepMiner preprocessed original DDSM (Wu et al., github jimmyyhwu/ddsm-visual-primitives),
 10,420 JPG mammograms in fixed lists (train 8336 / val 1040 / test 1044). Layout, as the authors read it::
@@ -17,7 +17,8 @@ Subset of DDSM (TCIA, https://doi.org/10.7937/K9/TCIA.2016.7O02S9CY), from its c
     <root>/calc_case_description_{train,test}_set.csv
     <root>/<image file path, suffix replaced by image_ext>   the full mammograms, converted from DICOM
 
-TCIA ships DICOM, which PIL cannot read: convert each full mammogram to an 8-bit grayscale PNG at the CSV's
+TCIA ships DICOM, which PIL cannot read, in folders the NBIA Data Retriever names (not the CSV's paths):
+``medvit data prepare cbis_ddsm <download>`` converts each full mammogram to an 8-bit grayscale PNG at the CSV's
 relative path with the suffix ``.png`` (``image_ext`` picks another suffix). The CSVs list one row per
 abnormality; an image is malignant (1) if any of its abnormalities is MALIGNANT, else benign (0;
 BENIGN and BENIGN_WITHOUT_CALLBACK). Test = the official test CSVs; the official train CSVs are split by
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError, DatasetInfo, ImageDataset, require_dir, require_file
-from .csv_folder import read_csv
+from .csv_folder import read_csv, require_filled
 from .registry import register_dataset, require_root
 from .split import authors_split
 
@@ -46,10 +47,11 @@ DDSM = DatasetInfo(
                 "mammograms, fixed train/val/test lists (8336 / 1040 / 1044)",
 )
 
-DDSM_HOW = ("Get the DeepMiner DDSM images (ddsm_raw.tar.gz, see https://github.com/jimmyyhwu/ddsm-visual-primitives "
-            "data/download-data.sh) and the lists data/ddsm_raw_image_lists/{train,val,test}.txt from that "
-            "repository, so that <root>/ddsm_raw/<file>.jpg and <root>/ddsm_raw_image_lists/<split>.txt exist; "
-            "pass root= or set $MEDVIT_DATA_ROOT to the folder holding ddsm/.")
+DDSM_HOW = ("Get the DeepMiner DDSM images and lists (ddsm_raw.tar.gz and ddsm_raw_image_lists.tar.gz, as "
+            "data/download-data.sh of https://github.com/jimmyyhwu/ddsm-visual-primitives downloads them) and "
+            "unpack both into <root>, so that <root>/ddsm_raw/<file>.jpg and "
+            "<root>/ddsm_raw_image_lists/<split>.txt exist; pass root= or set $MEDVIT_DATA_ROOT to the folder "
+            "holding ddsm/.")
 LIST_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 
 
@@ -85,9 +87,10 @@ CBIS_DDSM = DatasetInfo(
 )
 
 CBIS_HOW = ("Download CBIS-DDSM from TCIA (https://doi.org/10.7937/K9/TCIA.2016.7O02S9CY): the four case-description "
-            "CSVs (mass/calc_case_description_train/test_set.csv) into <root>/, and the full mammogram DICOMs "
-            "converted to 8-bit PNG at <root>/<'image file path' with suffix .png>; pass root= or set "
-            "$MEDVIT_DATA_ROOT to the folder holding cbis_ddsm/.")
+            "CSVs (mass/calc_case_description_train/test_set.csv) and the DICOM images (NBIA Data Retriever) into "
+            "one folder, then convert it with `medvit data prepare cbis_ddsm <that folder> --out <root>`, which "
+            "writes the CSVs and each full mammogram as an 8-bit PNG at <root>/<'image file path' with suffix "
+            ".png>; pass root= or set $MEDVIT_DATA_ROOT to the folder holding cbis_ddsm/.")
 CBIS_COLUMNS = ("patient_id", "pathology", "image file path")
 PATHOLOGY_LABELS = {"BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0, "MALIGNANT": 1}
 ABNORMALITIES = ("mass", "calc")
@@ -97,7 +100,9 @@ def cbis_images(csvs: list[Path]) -> pd.DataFrame:
     """One row per image (columns patient_id, image, label) from case-description CSVs (one row per abnormality)."""
     frames = []
     for csv in csvs:
-        df = read_csv(csv, CBIS_COLUMNS)
+        df = read_csv(csv, CBIS_COLUMNS, text_columns=CBIS_COLUMNS)
+        require_filled(df, ["pathology"], csv, f"one of {sorted(PATHOLOGY_LABELS)}")
+        require_filled(df, ["patient_id", "image file path"], csv)
         pathology = df["pathology"].astype(str).str.strip()
         unknown = sorted(set(pathology) - set(PATHOLOGY_LABELS))
         if unknown:

@@ -1,4 +1,4 @@
-"""ISIC 2019 Challenge training set: 8-class dermoscopy diagnosis (paper-spec §2).
+"""ISIC 2019 Challenge training set: 8-class dermoscopy diagnosis (docs/protocol.md §2).
 
 Layout, as the challenge ships it (https://challenge.isic-archive.com/data/#2019)::
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, DatasetInfo, ImageDataset, require_file
-from .csv_folder import ISIC_MEAN, ISIC_STD, read_csv
+from .base import DataError, DataMissing, DatasetInfo, ImageDataset, require_file
+from .csv_folder import ISIC_MEAN, ISIC_STD, read_csv, require_filled
 from .registry import register_dataset, require_root
 from .split import authors_split
 
@@ -63,7 +63,7 @@ def image_folder(root: Path) -> Path:
     for name in IMAGE_DIRS:
         if (root / name).is_dir():
             return root / name
-    raise DataError(f"isic2019 images: none of the folders {[str(root / n) for n in IMAGE_DIRS]} exists. "
+    raise DataMissing(f"isic2019 images: none of the folders {[str(root / n) for n in IMAGE_DIRS]} exists. "
                     f"{HOW_TO_GET}")
 
 
@@ -73,8 +73,11 @@ def load_isic2019(split: str, root=None) -> ImageDataset:
     folder = require_root("isic2019", root, HOW_TO_GET)
     folder = Path(folder)
     csv = require_file(folder / GROUND_TRUTH, "isic2019 ground truth", HOW_TO_GET)
-    df = read_csv(csv, ["image", *CLASSES])
-    labels = one_hot_labels(df, CLASSES if "UNK" not in df.columns else (*CLASSES, "UNK"), csv)
+    df = read_csv(csv, ["image", *CLASSES], text_columns=["image"])
+    columns = CLASSES if "UNK" not in df.columns else (*CLASSES, "UNK")
+    require_filled(df, ["image"], csv, "an image id")
+    require_filled(df, columns, csv, "0 or 1 (one-hot)")
+    labels = one_hot_labels(df, columns, csv)
     if (labels == len(CLASSES)).any():
         i = int(np.flatnonzero(labels == len(CLASSES))[0])
         raise DataError(f"{csv}: row {i} (image {df['image'].iloc[i]!r}) is labelled UNK, which the training "

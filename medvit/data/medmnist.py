@@ -1,19 +1,23 @@
 """All 2D MedMNIST+ datasets (sizes 28/64/128/224) through the ``medmnist`` package.
 
 Names are MedMNIST's flags (``retinamnist``, ``dermamnist``, ...). Files come from ``root`` or
-``$MEDVIT_DATA_ROOT/medmnist`` (offline, e.g. ``../shared/data/medmnist``), else MedMNIST's own
-download to ``~/.medmnist``. Official splits. Close analogues of the paper's datasets
-(paper-spec §2): RetinaMNIST ~ APTOS2019, DermaMNIST ~ ISIC2019, PathMNIST ~ PCam, ChestMNIST ~ CheXpert.
+``$MEDVIT_DATA_ROOT/medmnist`` (offline, e.g. a shared data folder's ``medmnist/``), else MedMNIST's own
+download to ``~/.medmnist``. A missing ``medmnist/`` folder is made for the download only inside an
+existing folder: a mistyped data root is an error naming it, never a new folder tree. Official splits.
+Close analogues of the paper's datasets: RetinaMNIST ~ APTOS2019, DermaMNIST ~ ISIC2019,
+PathMNIST ~ PCam, ChestMNIST ~ CheXpert.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, DatasetInfo, ImageDataset
-from .registry import data_root, register_dataset
+from .base import DataError, DataMissing, DatasetInfo, ImageDataset
+from .registry import DATA_ROOT_ENV, data_root, register_dataset
 
 SIZES = (28, 64, 128, 224)
 _STATS_SAMPLE = 10_000
@@ -25,8 +29,8 @@ _TASKS = {
     "binary-class": ("binary", "roc_auc"),
     "multi-label, binary-class": ("multilabel", "roc_auc"),
 }
-ANALOGUE_OF = {"retinamnist": "APTOS2019", "dermamnist": "ISIC2019", "pathmnist": "PatchCamelyon",
-               "chestmnist": "CheXpert"}
+# the paper's dataset each MedMNIST flag stands in for (registered as DatasetFacts.analogue_of)
+ANALOGUE_OF = {"retinamnist": "aptos2019", "dermamnist": "isic2019", "pathmnist": "pcam", "chestmnist": "chexpert"}
 
 
 def _flags() -> list[str]:
@@ -44,21 +48,51 @@ def _load_split(flag: str, split: str, size: int, root: str | None):
     cls = getattr(medmnist, INFO[flag]["python_class"])
     kwargs = dict(split=split, size=size, download=True)
     if root is not None:
-        Path(root).mkdir(parents=True, exist_ok=True)
         kwargs["root"] = root
-    fname = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
     try:
         ds = cls(**kwargs)
     except Exception as err:
-        where = root or "~/.medmnist"
-        raise DataError(
-            f"MedMNIST {flag} (size {size}): could not load {Path(where) / fname} ({type(err).__name__}: {err}). "
-            f"Without internet, put the official file {fname} (https://zenodo.org/records/10519652) in {where}, "
-            f"or pass root= / set $MEDVIT_DATA_ROOT to a folder whose medmnist/ holds it.") from None
+        message, on_disk = _load_failure(flag, size, root, err)
+        raise (DataError if on_disk else DataMissing)(message) from None  # not downloadable here: unavailable
     imgs = np.asarray(ds.imgs, dtype=np.uint8)
     if imgs.ndim == 3:
         imgs = imgs[:, :, :, None]
     return imgs, np.asarray(ds.labels)
+
+
+def _load_failure(flag: str, size: int, root: str | None, err: Exception) -> tuple[str, bool]:
+    """What went wrong loading ``flag`` at ``size`` and what to do, in one line; and whether the file is on disk.
+
+    The medmnist package downloads through torchvision's ``download_url`` (which checks the file's MD5 against
+    the package's record) and replaces any error by its own multi-line one; the cause is its ``__context__``.
+    A file on disk whose MD5 is not the official one is named as a truncated or corrupt download.
+    """
+    from medmnist import INFO
+    from medmnist.info import DEFAULT_ROOT
+
+    suffix = "" if size == 28 else f"_{size}"
+    url, md5 = INFO[flag][f"url{suffix}"], INFO[flag][f"MD5{suffix}"]
+    path = Path(root or DEFAULT_ROOT).expanduser() / f"{flag}{suffix}.npz"
+    cause = err.__context__ or err
+    cause = f"{type(cause).__name__}: {' '.join(str(cause).split())}"
+    by_hand = (f"download {url} yourself, check that its MD5 is {md5}, and put it at {path} (or pass root= / set "
+               f"$MEDVIT_DATA_ROOT to a folder whose medmnist/ holds {path.name})")
+    name = f"MedMNIST {flag} (size {size})"
+    if path.is_file():
+        actual = _md5(path)
+        if actual != md5:
+            return (f"{name}: {path} is not the official file: its MD5 is {actual}, expected {md5} (a truncated or "
+                    f"corrupt download; {cause}). Run again to download it anew, or {by_hand}.", True)
+        return f"{name}: cannot read {path} although its MD5 is the official one ({cause}).", True
+    return f"{name}: could not download {url} to {path} ({cause}). Without internet, {by_hand}.", False
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=32)
@@ -86,10 +120,30 @@ def _info(flag: str, size: int, root: str | None) -> DatasetInfo:
     )
 
 
+def medmnist_folder(root=None) -> Path | None:
+    """The folder of MedMNIST's files (``root``, else ``$MEDVIT_DATA_ROOT/medmnist``; None: MedMNIST's own
+    ``~/.medmnist``), made if missing when its parent is an existing folder; a DataError naming the path
+    when it or its parent is a file, or when its parent does not exist (a mistyped data root)."""
+    folder = data_root("medmnist", root)
+    if folder is None:
+        return None
+    source = "root=" if root is not None else f"${DATA_ROOT_ENV}={os.environ.get(DATA_ROOT_ENV)}"
+    for path in (folder.parent, folder):
+        if path.exists() and not path.is_dir():
+            raise DataError(f"MedMNIST data folder ({source}): {path} is a file, not a folder")
+    if not folder.is_dir():
+        if not folder.parent.is_dir():
+            raise DataError(f"MedMNIST data folder ({source}): {folder.parent} does not exist, so {folder} cannot "
+                            "be made for the download; is the path mistyped? Create it or point root= / "
+                            f"${DATA_ROOT_ENV} at an existing folder")
+        folder.mkdir(exist_ok=True)
+    return folder
+
+
 def load_medmnist(flag: str, split: str, root=None, size: int = 28) -> ImageDataset:
     if size not in SIZES:
         raise DataError(f"MedMNIST {flag}: size {size!r} is not one of {SIZES}")
-    folder = data_root("medmnist", root)
+    folder = medmnist_folder(root)
     key = str(folder) if folder is not None else None
     info = _info(flag, size, key)
     imgs, labels = _load_split(flag, split, size, key)
@@ -104,7 +158,8 @@ def load_medmnist(flag: str, split: str, root=None, size: int = 28) -> ImageData
 
 def _register_all() -> None:
     for flag in _flags():
-        register_dataset(flag, f"MedMNIST+ {flag} (official splits; size=28|64|128|224)", subdir="medmnist")(
+        register_dataset(flag, f"MedMNIST+ {flag} (official splits; size=28|64|128|224)", subdir="medmnist",
+                         analogue_of=ANALOGUE_OF.get(flag))(
             functools.partial(load_medmnist, flag))
 
 

@@ -1,6 +1,7 @@
-"""PatchCamelyon: 96×96 lymph-node histology patches, tumour vs normal (paper-spec §2; feature-reuse only).
+"""PatchCamelyon: 96×96 lymph-node histology patches, tumour vs normal (docs/protocol.md §2; feature-reuse only).
 
-Layout, the official h5 files (https://github.com/basveeling/pcam, Zenodo record 2546921), gunzipped::
+Layout, the official h5 files (https://github.com/basveeling/pcam, Zenodo record 2546921), gunzipped
+(``medvit data prepare pcam <download folder>`` does it)::
 
     <root>/camelyonpatch_level_2_split_{train,valid,test}_x.h5   key "x": N×96×96×3 uint8
     <root>/camelyonpatch_level_2_split_{train,valid,test}_y.h5   key "y": N×1×1×1 uint8 (0 normal, 1 tumour)
@@ -31,9 +32,10 @@ PCAM = DatasetInfo(
                 "official h5 splits 262,144 / 32,768 / 32,768",
 )
 
-HOW_TO_GET = ("Download the PCam h5 files from https://github.com/basveeling/pcam (Zenodo record 2546921), gunzip "
-              f"them, and put {PREFIX}<train|valid|test>_<x|y>.h5 in <root>; pass root= or set "
-              "$MEDVIT_DATA_ROOT to the folder holding pcam/.")
+HOW_TO_GET = ("Download the PCam h5 files from https://github.com/basveeling/pcam (Zenodo record 2546921) and unpack "
+              f"them with `medvit data prepare pcam <download folder> --out <root>` (or gunzip them) so that "
+              f"{PREFIX}<train|valid|test>_<x|y>.h5 are in <root>; pass root= or set $MEDVIT_DATA_ROOT to the "
+              "folder holding pcam/.")
 
 
 class H5Images:
@@ -91,6 +93,10 @@ def read_h5_labels(path: Path) -> np.ndarray:
 def load_pcam(split: str, root=None) -> ImageDataset:
     folder = require_root("pcam", root, HOW_TO_GET)
     stem = Path(folder) / f"{PREFIX}{FILE_SPLITS[split]}"
+    for part in ("x", "y"):
+        if not Path(f"{stem}_{part}.h5").is_file() and Path(f"{stem}_{part}.h5.gz").is_file():
+            raise DataError(f"pcam {split}: {stem}_{part}.h5 is still gzipped ({stem.name}_{part}.h5.gz): run "
+                            f"`medvit data prepare pcam {folder} --out <folder>` (or gunzip the six files)")
     x = require_file(f"{stem}_x.h5", f"pcam {split} images", HOW_TO_GET)
     y = require_file(f"{stem}_y.h5", f"pcam {split} labels", HOW_TO_GET)
     images, labels = H5Images(x, "x"), read_h5_labels(y)

@@ -9,28 +9,49 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
+import dataclasses
+from dataclasses import dataclass
 from typing import Callable
 
-from .base import SPLITS, DataError, ImageDataset
+from .base import SPLITS, DataError, DataMissing, ImageDataset
 
 _FACTORIES: dict[str, Callable[..., ImageDataset]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+_FACTS: dict[str, "DatasetFacts"] = {}
 _SUBDIRS: dict[str, str] = {}
+
+PAPER_DATASETS = ("aptos2019", "isic2019", "ddsm", "chexpert", "pcam")  # the paper's classification datasets
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What is known of a registered dataset without loading it, stated once at its registration."""
+
+    name: str
+    description: str
+    synthetic: bool = False  # generated data, never a stand-in for a real dataset
+    analogue_of: str | None = None  # the paper's dataset this one stands in for (not the same data)
+
+    @property
+    def paper_dataset(self) -> str | None:
+        """The paper's dataset to show beside this one: itself, the one it is an analogue of, or None."""
+        return self.name if self.name in PAPER_DATASETS else self.analogue_of
 
 DATA_ROOT_ENV = "MEDVIT_DATA_ROOT"
 
 
-def register_dataset(name: str, description: str = "", subdir: str | None = None):
+def register_dataset(name: str, description: str = "", subdir: str | None = None, synthetic: bool = False,
+                     analogue_of: str | None = None):
     """Decorator: register ``factory(split, root=None, **options) -> ImageDataset`` under ``name``.
 
-    ``subdir`` is the dataset's folder under a data root (``$MEDVIT_DATA_ROOT/<subdir>``).
+    ``subdir`` is the dataset's folder under a data root (``$MEDVIT_DATA_ROOT/<subdir>``); ``synthetic``
+    and ``analogue_of`` (one of the paper's datasets) are facts the book states (:class:`DatasetFacts`).
     """
 
     def deco(factory):
         if name in _FACTORIES:
             raise ValueError(f"dataset {name!r} is registered twice")
         _FACTORIES[name] = factory
-        _DESCRIPTIONS[name] = description
+        _FACTS[name] = DatasetFacts(name, description, synthetic, analogue_of)
         _SUBDIRS[name] = subdir or name
         return factory
 
@@ -44,9 +65,13 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return sorted(n for n in _FACTORIES if fnmatch.fnmatch(n, pattern))
 
 
-def dataset_description(name: str) -> str:
+def dataset_facts(name: str) -> DatasetFacts:
     _check_name(name)
-    return _DESCRIPTIONS[name]
+    return _FACTS[name]
+
+
+def dataset_description(name: str) -> str:
+    return dataset_facts(name).description
 
 
 def _check_name(name: str) -> None:
@@ -71,7 +96,10 @@ def create_dataset(name: str, split: str, root: str | os.PathLike | None = None,
         inspect.signature(factory).bind(split, root=root, **options)
     except TypeError as err:
         raise DataError(f"dataset {name!r} does not take options {sorted(options)}: {err}") from None
-    return factory(split, root=root, **options)
+    dataset = factory(split, root=root, **options)
+    facts = _FACTS[name]  # the one source of these facts: the registration
+    dataset.info = dataclasses.replace(dataset.info, synthetic=facts.synthetic, analogue_of=facts.analogue_of)
+    return dataset
 
 
 def data_root(subdir: str, root: str | os.PathLike | None = None) -> Path | None:
@@ -86,5 +114,7 @@ def require_root(subdir: str, root: str | os.PathLike | None, how_to_get: str) -
     """``data_root(subdir, root)``, or a DataError saying no root was given and how to get the data."""
     folder = data_root(subdir, root)
     if folder is None:
-        raise DataError(f"{subdir}: no data root given (pass root= or set ${DATA_ROOT_ENV}). {how_to_get}")
+        raise DataMissing(f"{subdir}: no data root given (pass root= or set ${DATA_ROOT_ENV}). {how_to_get}")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{subdir}: data root {folder} is a file, not a folder. {how_to_get}")
     return folder

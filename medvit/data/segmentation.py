@@ -1,15 +1,17 @@
-"""Segmentation datasets (Fig 2, paper-spec §6): images with binary foreground masks.
+"""Segmentation datasets (Fig 2, docs/protocol.md §9): images with binary foreground masks.
 
 A :class:`SegmentationDataset` holds images (uint8 N×H×W×C array, or files) and masks (bool N×H×W
 array, or files) with a :class:`DatasetInfo` (task ``binary``: one foreground logit per pixel,
 target metric ``dice``). Its transform is *joint*: torchvision ``transforms.v2`` applied to a
 ``tv_tensors.Image`` and a ``tv_tensors.Mask`` together, so every geometric step (resize, crop, flips)
 is the same for both (masks resampled with nearest neighbour) and colour jitter and normalisation touch
-the image only. The steps are the classification pipeline's (paper-spec §3, ``data.transforms``).
+the image only. The steps are the classification pipeline's (docs/protocol.md §3, ``data.transforms``).
 
 Registered [ours; segmentation datasets are not verified from any source]:
-- ``ph2``: PH2 dermoscopy (``images/<id>.jpg``, ``masks/<id>_lesion.png`` 0/255), 200 images; split =
-  ``authors_split(200, 0.3)`` of the sorted ids → 140 / 30 / 30; mean/std computed over all 200 images.
+- ``ph2``: PH2 dermoscopy (``images/<id>.png`` or ``.jpg``, ``masks/<id>_lesion.png`` 0/255, as
+  ``medvit data prepare ph2`` converts the official release), 200 images; split =
+  ``authors_split(200, 0.3)`` of the sorted ids → 140 / 30 / 30; mean/std computed by
+  :func:`channel_stats` from the 140 training images (never the val or test images).
 - ``isic2018_task1``: ISIC 2018 Task 1 (``ISIC2018_Task1-2_Training_Input/ISIC_<id>.jpg``,
   ``ISIC2018_Task1_Training_GroundTruth/ISIC_<id>_segmentation.png``), 2,594 images; split =
   ``authors_split(N, 0.2)`` of the sorted ids → 2076 / 259 / 259; ISIC2019 mean/std.
@@ -18,6 +20,7 @@ Registered [ours; segmentation datasets are not verified from any source]:
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +42,15 @@ from .transforms import CROP_SCALE, JITTER, JITTER_P, resize_size
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_THRESHOLD = 127  # mask pixel > 127 is foreground (masks are 0/255)
-PH2_MEAN, PH2_STD = (0.7530, 0.5766, 0.4887), (0.1973, 0.1944, 0.1997)  # over all 200 PH2 images
+STATS_SIZE = 256  # normalisation statistics are taken after the pipeline's first step, the 256 px resize
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def segmentation_info(name: str, channels: int, mean, std, description: str, synthetic: bool = False):
+def segmentation_info(name: str, channels: int, mean, std, description: str):
     """A :class:`DatasetInfo` for a binary segmentation set (one foreground logit per pixel, Dice)."""
     return DatasetInfo(name=name, task="binary", num_outputs=1, target_metric="dice", channels=channels,
                        mean=tuple(mean), std=tuple(std), class_names=("background", "foreground"),
-                       description=description, synthetic=synthetic)
+                       description=description)
 
 
 def decode_mask(path: str | os.PathLike) -> np.ndarray:
@@ -141,7 +144,7 @@ class JointTransform:
 
 def create_segmentation_transform(info: DatasetInfo, img_size: int = 224, train: bool = False,
                                   normalize: bool = True) -> JointTransform:
-    """The paper's pipeline (paper-spec §3) applied jointly to image and mask.
+    """The paper's pipeline (docs/protocol.md §3) applied jointly to image and mask.
 
     Resize to ``resize_size(img_size)`` square; train: RandomResizedCrop(scale 0.8–1.2), vertical and
     horizontal flips, ColorJitter (image only) with p=0.8; eval: CenterCrop. Then the image is scaled
@@ -174,16 +177,31 @@ def resized(dataset: SegmentationDataset, size: int) -> SegmentationDataset:
     n, channels = len(dataset), dataset.info.channels
     images = np.empty((n, size, size, channels), dtype=np.uint8)
     masks = np.empty((n, size, size), dtype=bool)
+    unreadable = []  # every unreadable image or mask is reported, not only the first
     for i in tqdm(range(n), desc=f"{dataset.info.name} ({dataset.split}): resizing to {size} px", leave=False):
         image_file = dataset.paths[i] if dataset.paths is not None else f"item {i}"
         mask_file = dataset.mask_paths[i] if dataset.mask_paths is not None else f"item {i}"
-        image = _resized_image(dataset, i, size)
-        mask = Image.fromarray(dataset.load_mask(i).astype(np.uint8) * 255)
+        try:
+            image = _resized_image(dataset, i, size)
+        except DataError as err:
+            unreadable.append(str(err))
+            image = None
+        try:
+            mask = Image.fromarray(dataset.load_mask(i).astype(np.uint8) * 255)
+        except DataError as err:
+            unreadable.append(str(err))
+            continue
+        if image is None:
+            continue
         if image[1] != mask.size:
             raise DataError(f"dataset {dataset.info.name!r}: image {image_file} is {image[1]} (w, h) but its mask "
                             f"{mask_file} is {mask.size}")
         images[i] = image[0].reshape(size, size, channels)
         masks[i] = np.asarray(mask.resize((size, size), Image.NEAREST)) > MASK_THRESHOLD
+    if unreadable:
+        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise DataError(f"{len(unreadable)} unreadable file(s) (images or masks) among the {n} items of "
+                        f"{dataset.info.name!r} ({dataset.split}): {'; '.join(unreadable[:5])}{more}")
     return SegmentationDataset(dataset.info, dataset.split, images=images, masks=masks, transform=dataset.transform)
 
 
@@ -206,13 +224,15 @@ def _resized_image(dataset: SegmentationDataset, i: int, size: int) -> tuple[np.
 
 
 def image_mask_folder(info: DatasetInfo, split: str, image_dir: str | os.PathLike, mask_dir: str | os.PathLike,
-                      mask_suffix: str = "", mask_ext: str = ".png", val_size: float = 0.3) -> SegmentationDataset:
+                      mask_suffix: str = "", mask_ext: str = ".png", val_size: float = 0.3,
+                      how: str | None = None) -> SegmentationDataset:
     """One split of an image folder with a mask per image (``<mask_dir>/<stem><mask_suffix><mask_ext>``).
 
     Images are the files with an image extension, sorted by name; the split is
-    ``authors_split(N, val_size)`` of that order. A missing mask is a DataError naming the files.
+    ``authors_split(N, val_size)`` of that order. A missing mask is a DataError naming the files; ``how``
+    (default: the expected file names) ends every such error, saying where to get the data.
     """
-    how = f"Expected {Path(image_dir).name}/<id>.jpg and {Path(mask_dir).name}/<id>{mask_suffix}{mask_ext}."
+    how = how or f"Expected {Path(image_dir).name}/<id>.jpg and {Path(mask_dir).name}/<id>{mask_suffix}{mask_ext}."
     images = require_dir(image_dir, f"{info.name} images", how)
     masks = require_dir(mask_dir, f"{info.name} masks", how)
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
@@ -231,16 +251,52 @@ def _folder(name: str, root, how: str) -> Path:
     return require_dir(require_root(name, root, how), f"{name} dataset", how)
 
 
-PH2 = segmentation_info("ph2", 3, PH2_MEAN, PH2_STD,
-                        "PH2 dermoscopy (200 images) with expert lesion masks; split authors_split(200, 0.3) "
-                        "of the sorted ids (140/30/30) [ours]; mean/std over all 200 images")
+def channel_stats(dataset: SegmentationDataset, size: int = STATS_SIZE) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) of the pixels, scaled to [0, 1], of every image of ``dataset`` resized to
+    ``size × size`` (the pipeline's first step, so every image weighs the same); std over all pixels
+    (population, ddof 0), rounded to 4 decimals (as the paper's datasets' statistics are published). Give it
+    the training split only: the statistics must not see validation or test images."""
+    if len(dataset) == 0:
+        raise DataError(f"dataset {dataset.info.name!r} ({dataset.split}): no images to compute mean/std from")
+    total = np.zeros(dataset.info.channels)
+    total_sq = np.zeros(dataset.info.channels)
+    for i in tqdm(range(len(dataset)), desc=f"{dataset.info.name} ({dataset.split}): mean/std", leave=False):
+        x = _resized_image(dataset, i, size)[0].reshape(-1, dataset.info.channels).astype(np.float64) / 255
+        total += x.sum(0)
+        total_sq += (x ** 2).sum(0)
+    n = len(dataset) * size * size
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+@functools.lru_cache(maxsize=8)
+def _ph2_train_stats(image_dir: str, mask_dir: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    unnormalised = segmentation_info("ph2", 3, (0.0,) * 3, (1.0,) * 3, "PH2 (for its mean/std)")
+    train = image_mask_folder(unnormalised, "train", image_dir, mask_dir, mask_suffix="_lesion", val_size=0.3)
+    return channel_stats(train)
+
+
+PH2_HOW = ("Expected images/<id>.png (or .jpg) and masks/<id>_lesion.png (0/255), as `medvit data prepare ph2 "
+           "<unzipped release>` writes them from the official release of the PH2 database (ADDI project, "
+           "Universidade do Porto: https://www.fc.up.pt/addi/ph2%20database.html); pass root= or set "
+           "$MEDVIT_DATA_ROOT to the folder holding ph2/.")
 
 
 @register_dataset("ph2", "PH2 dermoscopy lesion segmentation (200 images + masks; split authors_split(200, 0.3) "
-                         "of the sorted ids: 140/30/30)", subdir="ph2")
+                         "of the sorted ids: 140/30/30; mean/std of the training images)", subdir="ph2")
 def load_ph2(split: str, root=None) -> SegmentationDataset:
-    folder = _folder("ph2", root, "Expected images/<id>.jpg and masks/<id>_lesion.png (0/255).")
-    return image_mask_folder(PH2, split, folder / "images", folder / "masks", mask_suffix="_lesion", val_size=0.3)
+    folder = _folder("ph2", root, PH2_HOW)
+    release = next((f for f in (folder, folder / "PH2Dataset") if (f / "PH2 Dataset images").is_dir()), None)
+    if release is not None and not (folder / "images").is_dir():
+        raise DataError(f"ph2: {release} holds the official PH2 release, which medvit reads once converted: run "
+                        f"`medvit data prepare ph2 {release} --out <folder>` and use that folder.")
+    images, masks = folder / "images", folder / "masks"
+    mean, std = _ph2_train_stats(str(images), str(masks))
+    info = segmentation_info("ph2", 3, mean, std,
+                             "PH2 dermoscopy (200 images) with expert lesion masks; split authors_split(200, 0.3) "
+                             "of the sorted ids (140/30/30) [ours]; mean/std computed from the 140 training images")
+    return image_mask_folder(info, split, images, masks, mask_suffix="_lesion", val_size=0.3, how=PH2_HOW)
 
 
 ISIC2018 = segmentation_info("isic2018_task1", 3, ISIC_MEAN, ISIC_STD,
@@ -274,7 +330,8 @@ def load_seg_folder(split: str, root=None, images: str = "images", masks: str = 
     return image_mask_folder(info, split, folder / images, folder / masks, mask_suffix, mask_ext, val_size)
 
 
-@register_dataset("synthetic_shapes_seg", "SYNTHETIC shapes segmentation (not medical data): mask = the shape")
+@register_dataset("synthetic_shapes_seg", "SYNTHETIC shapes segmentation (not medical data): mask = the shape",
+                  synthetic=True)
 def load_synthetic_shapes_seg(split: str, root=None, size: int = 32, num_classes: int = 3, channels: int = 3,
                               n_train: int = 128, n_val: int = 32, n_test: int = 32) -> SegmentationDataset:
     if not 1 <= num_classes <= len(SHAPES):
@@ -283,6 +340,5 @@ def load_synthetic_shapes_seg(split: str, root=None, size: int = 32, num_classes
     n = {"train": n_train, "val": n_val, "test": n_test}[split]
     images, _, masks = make_shapes(n, size, num_classes, channels, SPLIT_SEEDS[split])
     info = segmentation_info("synthetic_shapes_seg", channels, (0.3,) * channels, (0.25,) * channels,
-                             f"SYNTHETIC shapes at {size} px, mask = the drawn shape (generated; not medical data)",
-                             synthetic=True)
+                             f"SYNTHETIC shapes at {size} px, mask = the drawn shape (generated; not medical data)")
     return SegmentationDataset(info=info, split=split, images=images, masks=masks)

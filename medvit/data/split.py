@@ -1,4 +1,4 @@
-"""The authors' random split (paper-spec §2), exactly as their code draws it.
+"""The authors' random split (docs/protocol.md §2), exactly as their code draws it.
 
 ``idxs = list(range(N)); random.Random(42).shuffle(idxs)``; the first ``int(N * val_size)`` shuffled
 indices are val+test (first half val, second half test), the rest train. Indices are CSV row

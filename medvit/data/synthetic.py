@@ -1,6 +1,6 @@
 """``synthetic_shapes``: generated images whose class is the shape drawn on them, for smoke runs.
 
-It is **synthetic** (``DatasetInfo.synthetic``), named so everywhere, and never stands in for a
+It is **synthetic** (registered so: ``DatasetInfo.synthetic``), named so everywhere, and never stands in for a
 real dataset. Each image is noise with one bright shape (class 0 square, 1 disk, 2 cross, 3 ring, ...)
 at a random place and scale, so classes are learnable and the object is localised (saliency tests).
 """
@@ -51,7 +51,7 @@ def make_shapes(n: int, size: int, num_classes: int, channels: int, seed: int):
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64), masks
 
 
-@register_dataset("synthetic_shapes", "SYNTHETIC shapes (not medical data): class = the shape drawn")
+@register_dataset("synthetic_shapes", "SYNTHETIC shapes (not medical data): class = the shape drawn", synthetic=True)
 def load_synthetic_shapes(split: str, root=None, size: int = 32, num_classes: int = 3, channels: int = 3,
                           n_train: int = 256, n_val: int = 64, n_test: int = 64) -> ImageDataset:
     if not 2 <= num_classes <= len(SHAPES):
@@ -61,6 +61,6 @@ def load_synthetic_shapes(split: str, root=None, size: int = 32, num_classes: in
     info = DatasetInfo(
         name="synthetic_shapes", task="multiclass", num_outputs=num_classes, target_metric="quadratic_kappa",
         channels=channels, mean=(0.3,) * channels, std=(0.25,) * channels,
-        class_names=SHAPES[:num_classes], synthetic=True,
+        class_names=SHAPES[:num_classes],
         description=f"SYNTHETIC shapes at {size} px, {num_classes} classes (generated; not medical data)")
     return ImageDataset(info=info, split=split, labels=labels, images=images)

@@ -1,4 +1,4 @@
-"""The authors' input pipeline (paper-spec §3), with the image size as a parameter.
+"""The authors' input pipeline (docs/protocol.md §3), with the image size as a parameter.
 
 Resize to 256×256 (aspect ignored), then train: RandomResizedCrop(224, scale=(0.8, 1.2)), vertical and
 horizontal flips (p=0.5 each), ColorJitter(0.2, 0.2, 0.1, 0.1) with p=0.8; eval: CenterCrop(224).

@@ -1,4 +1,4 @@
-"""The backbone registry, keyed by the paper's names, and the one model interface (paper-spec §5).
+"""The backbone registry, keyed by the paper's names, and the one model interface (docs/protocol.md §7).
 
 ``create_model("deit_small", init="dino", num_outputs=5, in_chans=1, img_size=64)`` builds a timm
 network, loads the init's weights through timm's own pretrained loading (hub download, or a local
@@ -16,7 +16,9 @@ import timm
 import torch
 from torch import nn
 
-INITS = ("random", "imagenet", "dino")
+INDOMAIN_SUFFIX = "+dino_indomain"  # DINO on the target training set (medvit.pretrain), from a start init
+INDOMAIN_STARTS = ("random", "imagenet")
+INITS = ("random", "imagenet", "dino", *(s + INDOMAIN_SUFFIX for s in INDOMAIN_STARTS))
 WEIGHTS_DIR_ENV = "MEDVIT_WEIGHTS_DIR"
 DINO_RESNET50_URL = "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"
 
@@ -42,6 +44,9 @@ class BackboneSpec:
     def weights_for(self, init: str) -> str | None:
         if init not in INITS:
             raise ModelError(f"unknown init {init!r}; expected one of {INITS}")
+        if indomain_start(init) is not None:  # the weights are a pretraining checkpoint: create_model's weights_file
+            self.weights_for(indomain_start(init))  # its start init must exist for this backbone
+            return None
         if init == "random":
             return None
         if init not in self.weights:
@@ -65,16 +70,24 @@ BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
 ]}
 
 
+def indomain_start(init: str) -> str | None:
+    """The start init of an in-domain DINO init (``"imagenet+dino_indomain"`` → ``"imagenet"``), else None."""
+    return init.removesuffix(INDOMAIN_SUFFIX) if init.endswith(INDOMAIN_SUFFIX) else None
+
+
 def list_models(init: str | None = None) -> list[str]:
     """The paper's backbone names; with ``init``, only those for which that init exists."""
     if init is not None and init not in INITS:
         raise ModelError(f"unknown init {init!r}; expected one of {INITS}")
+    if init is not None:
+        init = indomain_start(init) or init  # an in-domain init exists where its start init does
     return [n for n, s in BACKBONES.items() if init in (None, "random") or init in s.weights]
 
 
 def model_inits(name: str) -> list[str]:
-    """The inits that exist for backbone ``name``."""
-    return ["random", *get_spec(name).weights]
+    """The inits that exist for backbone ``name`` (the in-domain DINO ones need a pretraining checkpoint)."""
+    inits = ["random", *get_spec(name).weights]
+    return inits + [s + INDOMAIN_SUFFIX for s in INDOMAIN_STARTS if s in inits]
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -264,6 +277,49 @@ def _to_one_channel(net: nn.Module, family: str) -> None:
     setattr(parent, attr, new)
 
 
+def _build_random(spec: BackboneSpec, in_chans: int, **kw) -> nn.Module:
+    """A randomly initialised timm network with the authors' random init (docs/protocol.md §7).
+
+    ResNets: torchvision's ``resnet*(weights=None)`` init, which the authors build: convolutions
+    Kaiming-normal (fan_out, ReLU), BatchNorm scale 1 and shift 0, the classifier PyTorch's default
+    ``nn.Linear`` init, and **no** zero-init of the last BatchNorm of each residual block (timm's default,
+    ``zero_init_last=True``, is turned off). A 1-channel stem is a fresh ``nn.Conv2d`` with PyTorch's
+    default init, as the authors' ``modify_first_layer`` rebuilds it. ViTs: timm's init, whose differences
+    from the authors' (DINO's copy of timm's ViT) are listed in docs/protocol.md §7.
+    """
+    if spec.family != "resnet":
+        return timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, **kw)
+    net = timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, zero_init_last=False, **kw)
+    if in_chans != 3:
+        net.conv1.reset_parameters()  # the authors' rebuilt stem: nn.Conv2d(in_chans, ...) as constructed
+    return net
+
+
+def _build_indomain(spec: BackboneSpec, init: str, weights_file, in_chans: int, **kw) -> nn.Module:
+    """The network with the teacher backbone of a finished in-domain DINO pretraining (``medvit.pretrain_dino``'s
+    checkpoint); a ViT's position embedding is resampled to the patch grid if the pretraining ran at another size."""
+    if weights_file is None:
+        start = indomain_start(init)
+        raise WeightsUnavailableError(
+            f"init {init!r} of {spec.name} is the checkpoint of an in-domain DINO pretraining, which must run first: "
+            f"medvit.pretrain_dino(create_model({spec.name!r}, {start!r}, num_outputs=0, in_chans=..., img_size=...), "
+            f"<training set>, DinoConfig(...), checkpoint=<path>), then pass weights_file=<path>")
+    from ..pretrain import load_backbone_state
+
+    state = load_backbone_state(weights_file, spec.name, init, in_chans)
+    net = timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, **kw)
+    if spec.family == "vit" and state["pos_embed"].shape != net.pos_embed.shape:
+        state["pos_embed"] = timm.layers.resample_abs_pos_embed(
+            state["pos_embed"], new_size=list(net.patch_embed.grid_size), num_prefix_tokens=net.num_prefix_tokens)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    classifier = net.default_cfg["classifier"]
+    missing = set(missing) - {f"{classifier}.weight", f"{classifier}.bias"}  # the new head
+    if missing or unexpected:
+        raise WeightsUnavailableError(f"{weights_file} does not fit {spec.arch}: missing {sorted(missing)[:5]}, "
+                                      f"unexpected {sorted(unexpected)[:5]}")
+    return net
+
+
 def create_model(name: str, init: str = "random", num_outputs: int = 0, in_chans: int = 3,
                  img_size: int = 224, weights_file: str | os.PathLike | None = None,
                  output_stride: int | None = None) -> Backbone:
@@ -273,6 +329,8 @@ def create_model(name: str, init: str = "random", num_outputs: int = 0, in_chans
     (pretrained position embeddings are interpolated by timm). Pretrained weights come from timm's
     hub loading, or ``weights_file`` / ``$MEDVIT_WEIGHTS_DIR`` for a local copy; when they cannot be
     had, :class:`WeightsUnavailableError` says which and how to provide them (never a random fallback).
+    ``"<start>+dino_indomain"`` inits load the teacher backbone of ``medvit.pretrain_dino``'s checkpoint,
+    given as ``weights_file`` (without it: a WeightsUnavailableError saying the pretraining must run first).
     ``output_stride`` (8 or 16, ResNets only) replaces the last stages' strides by dilations (DeepLabV3).
     """
     spec = get_spec(name)
@@ -286,10 +344,12 @@ def create_model(name: str, init: str = "random", num_outputs: int = 0, in_chans
         if spec.family != "resnet" or output_stride not in (8, 16):
             raise ModelError(f"output_stride={output_stride!r}: only ResNets take one, and it must be 8 or 16")
         kw["output_stride"] = output_stride
-    if tag is None:
+    if indomain_start(init) is not None:
+        net = _build_indomain(spec, init, weights_file, in_chans, **kw)
+    elif tag is None:
         if weights_file is not None:
             raise ModelError(f"weights_file={weights_file!r} was given with init='random'; name the init it holds")
-        net = timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, **kw)
+        net = _build_random(spec, in_chans, **kw)
     else:
         net = _build_pretrained(spec, init, tag, _weights_source(tag, weights_file), **kw)
         if in_chans == 1:

@@ -1,4 +1,4 @@
-"""DeepLabV3 on the paper's backbones (Fig 2, paper-spec §6).
+"""DeepLabV3 on the paper's backbones (Fig 2, docs/protocol.md §9).
 
 ``create_segmentation_model("resnet50", init="imagenet")`` takes the backbone from the registry
 (``medvit.models.create_model``, so the same inits and the same failure when pretrained weights are
@@ -49,7 +49,7 @@ class DeepLabV3(nn.Module):
 
 def create_segmentation_model(name: str, init: str = "random", in_chans: int = 3, img_size: int = 224,
                               num_classes: int = 1, weights_file: str | os.PathLike | None = None) -> DeepLabV3:
-    """DeepLabV3 on registry backbone ``name`` with ``init`` weights (paper-spec §6).
+    """DeepLabV3 on registry backbone ``name`` with ``init`` weights (docs/protocol.md §9).
 
     ``img_size`` sets a ViT's patch grid; ``num_classes=1`` gives one foreground logit (BCE loss).
     Pretrained weights that cannot be had raise ``WeightsUnavailableError`` (never a random fallback).

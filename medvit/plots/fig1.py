@@ -1,7 +1,12 @@
 """Fig 1: ResNet50 vs DeiT-S × {random, ImageNet, DINO}, after fine-tuning and with k-NN.
 
 Bars are the median over repetitions, error bars the standard deviation, as in the paper; the
-paper's own numbers (CVAMD Table 1, fine-tuning) are drawn as black diamonds on the paper's datasets.
+paper's own numbers (CVAMD Table 1, fine-tuning) are drawn as black diamonds on the paper's datasets,
+hollow where the paper's init is not ours (its "DINO" is ImageNet weights then in-domain DINO; ours is
+the off-the-shelf DINO checkpoint: docs/protocol.md §13), with the caveat under the figure and beside
+the number in the table. ``fig1_verdicts`` gives the gap ResNet50 − DeiT-S with its interval and the
+claims' verdicts (``medvit.stats``); ``knn_sensitivity_table`` the k-NN metric over k and T from the
+runs' stored features.
 """
 from __future__ import annotations
 
@@ -10,15 +15,26 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..knn import SENSITIVITY_KS, SENSITIVITY_TEMPERATURES, knn_sensitivity
 from ..paper import paper_counterpart, paper_results
-from .tables import EVALUATION_NAMES, INIT_NAMES, format_score, summary_table
+from ..predictions import load_features
+from ..stats import FIG1_PAIRS, MARGIN, N_RESAMPLES, task_of
+from .tables import EVALUATION_NAMES, INIT_NAMES, PageTable, format_score, summary_table, verdict_table
 
 EVALUATIONS = ("finetune", "knn")
 
 
 def fig1_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Ours (median ± std, n) beside the paper's number: the difference where the dataset is the paper's,
-    the analogue's number (no difference) where ours is an analogue such as RetinaMNIST ~ APTOS2019."""
+    """Ours (median ± std, n) beside the paper's number: the difference where the dataset and the init are
+    the paper's, the analogue's number (no difference) where ours is an analogue such as RetinaMNIST ~
+    APTOS2019. Where the paper's init is not ours (DINO), "caveat" says what it was and no difference is
+    given."""
+    lines = _fig1_lines(rows)
+    return lines.drop(columns=["status"]) if not lines.empty else lines
+
+
+def _fig1_lines(rows: pd.DataFrame) -> pd.DataFrame:
+    """``fig1_table``'s lines with each setting's status."""
     table = summary_table(rows)
     if table.empty:
         return table
@@ -29,27 +45,93 @@ def fig1_table(rows: pd.DataFrame) -> pd.DataFrame:
         key = (r.experiment, counterpart, r.model, r.init)
         p = paper.loc[key] if counterpart and key in paper.index else None
         paper_txt = format_score(p["median"], p["std"]) if p is not None else ""
-        diff = r.median - p["median"] if p is not None and relation == "same" and r.status == "ok" else np.nan
+        same_init = p is None or bool(p["same_init"])
+        diff = (r.median - p["median"] if p is not None and relation == "same" and same_init and r.status == "ok"
+                else np.nan)
         out.append({"dataset": r.dataset, "evaluation": EVALUATION_NAMES.get(r.experiment, r.experiment),
                     "model": r.model, "init": INIT_NAMES.get(r.init, r.init), "metric": r.metric or "",
                     "ours": r.ours,
                     "paper": paper_txt,
                     "paper dataset": "" if p is None else (counterpart if relation == "same"
                                                            else f"{counterpart} (analogue: not the same data)"),
-                    "ours − paper": "" if np.isnan(diff) else f"{diff:+.3f}"})
+                    "caveat": "" if same_init else p["note"],
+                    "ours − paper": "" if np.isnan(diff) else f"{diff:+.3f}", "status": r.status})
     return pd.DataFrame(out)
 
 
+def fig1_page_table(rows: pd.DataFrame) -> PageTable:
+    """``fig1_table`` as the page shows it: the settings that ran, ours beside the paper's number and the
+    difference; the metric, the analogue datasets and the DINO caveat as numbered notes instead of columns."""
+    lines = _fig1_lines(rows)
+    out = PageTable(pd.DataFrame())
+    if lines.empty:
+        return out
+    lines = lines[lines["status"] == "ok"]
+    shown = []
+    for r in lines.to_dict("records"):
+        paper = r["paper"]
+        if paper and r["paper dataset"] != r["dataset"]:  # an analogue: the paper's number is context
+            counterpart = r["paper dataset"].split(" (")[0]
+            paper += " " + out.note(f"{counterpart} in the paper; {r['dataset']} here is an analogue (not the same "
+                                    f"data): the paper's number is context, no difference is computed.")
+        if r["caveat"]:
+            paper += " " + out.note(r["caveat"] + "; no difference is computed.")
+        shown.append({"dataset": r["dataset"], "evaluation": r["evaluation"], "model": r["model"],
+                      "init": r["init"], "ours": r["ours"], "paper": paper or "–",
+                      "ours − paper": r["ours − paper"] or "–"})
+    out.frame = pd.DataFrame(shown)
+    metrics = "; ".join(f"{d}: {m.replace('_', ' ')}" for d, m in
+                        lines.groupby("dataset", sort=False)["metric"].first().items())
+    out.caption = (f"Test metric ({metrics}), median ± std over repetitions (n = repetitions); the paper: "
+                   f"CVAMD 2021 Table 1 (fine-tuning), where a dataset of the paper stands beside ours.")
+    return out
+
+
+def knn_sensitivity_page_table(rows: pd.DataFrame, root, ks=SENSITIVITY_KS,
+                               temperatures=SENSITIVITY_TEMPERATURES) -> PageTable:
+    """``knn_sensitivity_table`` as the page shows it: one line per setting and temperature T, one column
+    per k; the run's own (k, T) marked; the bank sizes and missing features as notes."""
+    table = knn_sensitivity_table(rows, root, ks, temperatures)
+    out = PageTable(pd.DataFrame())
+    if table.empty:
+        return out
+    shown = []
+    for r in table.to_dict("records"):
+        run_k, run_t = (float(v) for v in r["run's k, T"].split(", "))
+        if r["note"]:
+            out.note(f"{r['model']} {r['init']} on {r['dataset']}: {r['note']}")
+        for t in temperatures:
+            line = {"dataset": r["dataset"], "model": r["model"], "init": r["init"], "T": f"{t:g}"}
+            for k in ks:
+                value = r.get(f"k={k}, T={t}", "–")
+                line[f"k={k}"] = f"{value}*" if (k, t) == (run_k, run_t) and value != "–" else value
+            shown.append(line)
+    out.frame = pd.DataFrame(shown)
+    banks = "; ".join(f"{d}: {b}" for d, b in table.groupby("dataset", sort=False)["bank"].first().items())
+    out.caption = (f"The k-NN target metric, median over repetitions, recomputed from the stored features; "
+                   f"* the runs' own k and T. Training images in the bank: {banks}.")
+    return out
+
+
 def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("random", "imagenet", "dino")):
-    """Rows: fine-tuning, k-NN; columns: datasets; bars: median over repetitions ± std per init and model."""
-    datasets = list(dict.fromkeys(rows["dataset"]))
-    evaluations = [e for e in EVALUATIONS if e in set(rows["experiment"])]
-    models = [m for m in models if m in set(rows["model"])]
+    """Rows: fine-tuning, k-NN; columns: datasets; bars: median over repetitions ± std per init and model.
+
+    Only what ran is drawn: an init, a model, a dataset or an evaluation without any ``ok`` row has no slot
+    (the page lists what could not run under the figure); within a drawn slot, a bar that did not run
+    (e.g. one model's weights missing) is marked n/a."""
+    ran = rows[rows["status"] == "ok"]
+    datasets = [d for d in dict.fromkeys(rows["dataset"]) if d in set(ran["dataset"])]
+    evaluations = [e for e in EVALUATIONS if e in set(ran["experiment"])]
+    models = [m for m in models if m in set(ran["model"])]
+    inits = [i for i in inits if i in set(ran["init"])]
+    if ran.empty:
+        raise ValueError("no Fig 1 setting ran (every row is unavailable or failed): nothing to draw")
     fig, axes = plt.subplots(len(evaluations), len(datasets), squeeze=False,
-                             figsize=(3.6 * len(datasets) + 1.5, 3.0 * len(evaluations)))
+                             figsize=(max(3.2 * len(datasets), 2.2 * len(inits) + 1.0) + 1.6, 2.9 * len(evaluations)))
     palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
     paper = paper_results()
     width = 0.8 / max(len(models), 1)
+    other_init = set()  # the notes of paper values whose init is not ours
     for i, ev in enumerate(evaluations):
         for j, ds in enumerate(datasets):
             ax = axes[i, j]
@@ -63,13 +145,16 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
                     if len(ok):
                         ax.bar(pos, ok.median(), width, yerr=ok.std() if len(ok) > 1 else None,
                                color=palette[model], capsize=3, label=model if x == 0 else None)
-                    else:  # unavailable here (n/a), or no such weights exist at all (none)
-                        ax.text(pos, 0.02, "n/a" if len(cell) else "none", rotation=90, ha="center", va="bottom",
-                                fontsize=8, color="0.4", transform=ax.get_xaxis_transform())
+                    elif len(cell):  # this model's run did not run here, beside one that did
+                        ax.text(pos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=8, color="0.4",
+                                transform=ax.get_xaxis_transform())
                     p = paper[(paper["evaluation"] == ev) & (paper["dataset"] == ds) & (paper["model"] == model)
                               & (paper["init"] == init)]
-                    if len(p):
-                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, label="paper" if (x, k) == (0, 0) else None)
+                    if len(p) and bool(p["same_init"].iloc[0]):
+                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, label="paper")
+                    elif len(p):
+                        other_init.add(p["note"].iloc[0])
+                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, mfc="none", label="paper (other init)")
             ax.set_xticks(range(len(inits)), [INIT_NAMES.get(n, n) for n in inits])
             ax.set_xlim(-0.5, len(inits) - 0.5)  # every init's slot, drawn or not
             ax.set_title(f"{ds} — {EVALUATION_NAMES.get(ev, ev)}", fontsize=10)
@@ -80,5 +165,50 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    caveat = "".join(f"\nHollow diamonds: {note}." for note in sorted(other_init))
+    if caveat:
+        fig.text(0.01, 0.005, caveat.strip(), fontsize=8, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight() if caveat else 0, 0.82, 1))  # caveat: half an inch
     return fig
+
+
+def fig1_verdicts(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MARGIN,
+                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """Per evaluation × dataset × init: the gap CNN − ViT (the paper's: ResNet50 − DeiT-S; ``pairs`` for
+    another profile's models) with its 95% interval, the number of test images and repetitions, and the
+    verdict on the paper's claim (``medvit.stats.gap_table``); ``root`` is the results store's root (where
+    the runs' predictions are)."""
+    return verdict_table(rows, root, pairs, margin=margin, n_resamples=n_resamples, seed=seed)
+
+
+def knn_sensitivity_table(rows: pd.DataFrame, root, ks=SENSITIVITY_KS, temperatures=SENSITIVITY_TEMPERATURES
+                          ) -> pd.DataFrame:
+    """The k-NN target metric (median over repetitions) for every k × T, from the runs' stored features.
+
+    One line per dataset × model × init: the bank size, the run's own (k, T), and a column per
+    ``k=…, T=…``; a setting without stored features (runs made before features were stored) says so.
+    """
+    if rows.empty:
+        return pd.DataFrame()
+    knn = rows[(rows["experiment"] == "knn") & (rows["status"] == "ok")]
+    out = []
+    for (dataset, model, init), g in knn.groupby(["dataset", "model", "init"], sort=False):
+        tables, missing = [], []
+        for r in g.itertuples():
+            try:
+                features = load_features(root, r.run_id)
+            except FileNotFoundError:
+                missing.append(r.run_id)
+                continue
+            tables.append(knn_sensitivity(features, task_of(r.metrics), r.metric, ks, temperatures))
+        line = {"dataset": dataset, "model": model, "init": INIT_NAMES.get(init, init),
+                "metric": g["metric"].iloc[0], "run's k, T": f"{int(g['k'].iloc[0])}, {g['temperature'].iloc[0]:g}",
+                "bank": "", "repetitions": len(tables)}
+        if tables:
+            both = pd.concat(tables)
+            line["bank"] = int(both["bank"].iloc[0])
+            medians = both.groupby(["k", "temperature"], sort=False)["value"].median()
+            line.update({f"k={k}, T={t}": f"{v:.3f}" for (k, t), v in medians.items()})
+        line["note"] = f"no stored features for {', '.join(missing)}" if missing else ""
+        out.append(line)
+    return pd.DataFrame(out)

@@ -1,4 +1,4 @@
-"""Fig 2: DeepLabV3 segmentation with a ResNet50 vs a DeiT-S backbone (paper-spec §6).
+"""Fig 2: DeepLabV3 segmentation with a ResNet50 vs a DeiT-S backbone (docs/protocol.md §9).
 
 ``fig2_figure(examples)`` draws the overlay grid: one row per test image; the first column is the image
 with the ground truth in yellow, then one column per model with its predicted mask overlaid (ground
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .tables import INIT_NAMES, summary_table
+from .tables import INIT_NAMES, PageTable, summary_table, synthetic_caveat
 
 GROUND_TRUTH_COLOUR = "yellow"
 PREDICTION_COLOUR = (0.0, 0.75, 1.0)  # a cyan-blue, distinct from the yellow ground truth
@@ -52,9 +52,7 @@ def fig2_figure(examples, panel_size: float = 2.2) -> plt.Figure:
     axes[0, 0].set_title("image + ground truth")
     for c, label in enumerate(labels, start=1):
         axes[0, c].set_title(label)
-    fig.tight_layout(rect=(0, 0.04 / n_rows if examples.missing else 0, 1, 1))
-    if examples.missing:
-        fig.text(0.01, 0.0, "no checkpoint: " + ", ".join(examples.missing), fontsize=8, va="bottom")
+    fig.tight_layout()  # models without a checkpoint (examples.missing) are listed by the page, not drawn
     return fig
 
 
@@ -82,3 +80,44 @@ def fig2_table(rows: pd.DataFrame) -> pd.DataFrame:
                          "all-background Dice": [baseline(d, "all_background") for d in dice_table["dataset"]],
                          "all-foreground Dice": [baseline(d, "all_foreground") for d in dice_table["dataset"]]},
                         columns=columns)
+
+
+def fig2_page_table(rows: pd.DataFrame) -> PageTable:
+    """``fig2_table`` as the page shows it: the settings that ran; the trivial predictions' Dice, one per
+    dataset, as a note."""
+    rows = rows[rows["experiment"] == "segmentation"] if "experiment" in rows else rows
+    ran = rows[rows["status"] == "ok"] if "status" in rows else rows
+    out = PageTable(pd.DataFrame())
+    if ran.empty:
+        return out
+    table = fig2_table(ran)
+    out.frame = table[["dataset", "model", "init", "Dice", "IoU"]]
+    trivial = " ".join(f"{d}: predicting every pixel background scores Dice {g['all-background Dice'].iloc[0]}, "
+                       f"every pixel foreground {g['all-foreground Dice'].iloc[0]}, on the same test images."
+                       for d, g in table.groupby("dataset", sort=False))
+    out.caption = (f"Dice and IoU: median ± std over repetitions (n = repetitions). {trivial} The extended "
+                   f"paper's segmentation numbers are not available to us, so none stand beside these.")
+    return out
+
+
+def fig2_findings(rows: pd.DataFrame) -> list[str]:
+    """One sentence per dataset and init: each backbone's median test Dice beside the trivial
+    all-foreground prediction's, from the rows (nothing typed)."""
+    rows = rows[rows["experiment"] == "segmentation"] if "experiment" in rows else rows
+    ran = rows[rows["status"] == "ok"] if "status" in rows else rows
+    if ran.empty:
+        return ["No segmentation model was trained in this build."]
+    out = synthetic_caveat(ran["dataset"])
+    for (dataset, init), g in ran.groupby(["dataset", "init"], sort=False):
+        dice = g.groupby("model", sort=False)["value"].median()
+        base = next((b["all_foreground"]["dice"] for b in g.get("baselines", []) if isinstance(b, dict)), None)
+        scores = ", ".join(f"{m} {v:.3f}" for m, v in dice.items())
+        text = (f"On {dataset}, {INIT_NAMES.get(init, init)} init, the median test Dice was {scores} "
+                f"(over {g.groupby('model')['value'].size().max()} repetition(s))")
+        if base is not None:
+            above = [m for m, v in dice.items() if v > base]
+            verdict = ("above it" if len(above) == len(dice) else "below it" if not above
+                       else f"only {', '.join(above)} above it")
+            text += f"; predicting every pixel foreground scores {base:.3f}, {verdict}"
+        out.append(text + ".")
+    return out

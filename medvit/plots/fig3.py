@@ -1,4 +1,6 @@
-"""Fig 3: capacity. ResNet18/50/152 vs DeiT-T/S/B, test metric (median ± std) against parameter count."""
+"""Fig 3: capacity. ResNet18/50/152 vs DeiT-T/S/B, test metric (median ± std) against parameter count;
+``fig3_verdicts``: the gap CNN − ViT at each size (ResNet18 − DeiT-T, ResNet50 − DeiT-S, ResNet152 −
+DeiT-B) with its interval and the claims' verdicts (``medvit.stats``)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -6,7 +8,8 @@ import pandas as pd
 import seaborn as sns
 
 from ..models import BACKBONES
-from .tables import INIT_NAMES, summary_table
+from ..stats import FIG3_PAIRS, MARGIN, N_RESAMPLES
+from .tables import INIT_NAMES, PageTable, summary_table, verdict_table
 
 
 def fig3_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -18,6 +21,20 @@ def fig3_table(rows: pd.DataFrame) -> pd.DataFrame:
     table["params (M)"] = [f"{n_params[m] / 1e6:.1f}" if m in n_params else "" for m in table["model"]]
     table["init"] = table["init"].map(lambda i: INIT_NAMES.get(i, i))
     return table[["dataset", "model", "init", "params (M)", "metric", "ours"]]
+
+
+def fig3_page_table(rows: pd.DataFrame) -> PageTable:
+    """``fig3_table`` as the page shows it: the settings that ran, the metric as a note."""
+    table = fig3_table(rows)
+    out = PageTable(pd.DataFrame())
+    if table.empty:
+        return out
+    ran = table[~table["ours"].isin(["unavailable", "failed"])]
+    out.frame = ran.drop(columns=["metric"]).reset_index(drop=True)
+    metrics = "; ".join(f"{d}: {m.replace('_', ' ')}" for d, m in ran.groupby("dataset", sort=False)["metric"].first().items())
+    out.caption = (f"Test metric ({metrics}), median ± std over repetitions (n = repetitions). The extended "
+                   f"paper's capacity numbers are not available to us, so none stand beside these.")
+    return out
 
 
 def fig3_figure(rows: pd.DataFrame):
@@ -51,3 +68,10 @@ def fig3_figure(rows: pd.DataFrame):
         fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
+
+
+def fig3_verdicts(rows: pd.DataFrame, root, pairs=FIG3_PAIRS, margin: float = MARGIN,
+                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """Per dataset × init × size pair: the gap CNN − ViT with its 95% interval, ``n`` and the verdict on the
+    paper's claim; ``root`` is the results store's root (where the runs' predictions are)."""
+    return verdict_table(rows, root, pairs, margin=margin, n_resamples=n_resamples, seed=seed)

@@ -1,0 +1,94 @@
+"""Fig 1 — fine-tuning and k-NN: ResNet50 vs DeiT-S under random, ImageNet and DINO inits.
+
+Runs: ``finetune`` and ``knn`` for ``params.datasets`` × ``fig1_models`` × ``fig1_inits`` × repetitions.
+Book page: ``book/notebooks/fig1_finetune_knn``; figure and table: ``medvit.plots.fig1``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data import create_transform
+from ..knn import knn_evaluate
+from ..models import create_model
+from ..params import Params
+from ..predictions import save_features, save_predictions
+from ..runs import Experiment, Run, checkpoint_path, grid, load_checkpoint, load_splits, save_checkpoint
+from ..train import finetune, seed_everything
+from .departures import classification_departures
+
+NAME = "fig1"
+TITLE = "Fig 1 — Fine-tuning and k-NN: ResNet50 vs DeiT-S"
+NOTEBOOK = "fig1_finetune_knn"
+
+DATA = ("seed", "dataset_options", "img_size", "train_subset")
+
+
+def store_root(params: Params) -> Path:
+    """The profile's results folder, where predictions and features are stored beside the rows."""
+    return Path(params.results_dir) / params.profile
+
+
+def _finetune(run: Run, params: Params, device) -> dict:
+    splits = load_splits(params, run.dataset)
+    info = splits["train"].info
+    seed = params.seed_for(run.repetition)
+    seed_everything(seed)
+    model = create_model(run.model, run.init, num_outputs=info.num_outputs, in_chans=info.channels,
+                         img_size=params.img_size)
+    res = finetune(model, splits["train"], splits["val"], splits["test"], params.train, params.img_size, seed=seed,
+                   device=device, precision=params.precision, compile=params.compile, num_workers=params.num_workers)
+    if run.repetition < params.checkpoint_repetitions:
+        save_checkpoint(model, run, params)
+    save_predictions(store_root(params), run.run_id, splits["test"].labels, res.test_scores)
+    return {"metric": info.target_metric, "value": res.test_metrics[info.target_metric],
+            "metrics": res.test_metrics, "split": "test", "epochs": params.train.epochs,
+            "best_epoch": res.best_epoch, "best_val": res.best_val, "iterations": res.iterations,
+            "warmup_iters": res.warmup_iters, "precision": res.precision,
+            "n_params": sum(p.numel() for p in model.parameters()), "train_loss": res.train_loss}
+
+
+def _knn(run: Run, params: Params, device) -> dict:
+    splits = load_splits(params, run.dataset)
+    info = splits["train"].info
+    seed_everything(params.seed_for(run.repetition))
+    model = create_model(run.model, run.init, num_outputs=0, in_chans=info.channels, img_size=params.img_size)
+    tf = create_transform(info, params.img_size, train=False)
+    out = knn_evaluate(model, splits["train"].with_transform(tf), splits["test"].with_transform(tf),
+                       k=params.knn_k, temperature=params.knn_temperature, device=device,
+                       num_workers=params.num_workers)
+    m = out["metrics"]
+    root = store_root(params)
+    save_predictions(root, run.run_id, splits["test"].labels, out["scores"])
+    save_features(root, run.run_id, out["train_features"], splits["train"].label_matrix(), out["test_features"],
+                  splits["test"].labels)
+    return {"metric": info.target_metric, "value": m[info.target_metric], "metrics": m, "split": "test",
+            "k": params.knn_k, "temperature": params.knn_temperature, "n_train": len(splits["train"]),
+            "n_params": sum(p.numel() for p in model.parameters())}
+
+
+FINETUNE = Experiment("finetune", _finetune, settings=(*DATA, "train", "precision"))
+KNN = Experiment("knn", _knn, settings=(*DATA, "knn_k", "knn_temperature", "precision"))
+EXPERIMENTS = (FINETUNE, KNN)
+
+
+def plan(params: Params) -> list[Run]:
+    return [r for e in ("finetune", "knn") for r in grid(e, params, params.fig1_models, params.fig1_inits,
+                                                         params.datasets)]
+
+
+def departures(params: Params) -> list[str]:
+    return classification_departures(params, params.datasets, params.fig1_models, params.fig1_inits, knn=True)
+
+
+def load_finetuned(params: Params, run: Run, device="cpu"):
+    """The fine-tuned classifier of ``run`` (Figs 4 and 5 read the first repetition's)."""
+    def build(info, saved):
+        model = create_model(run.model, "random", num_outputs=info.num_outputs, in_chans=info.channels,
+                             img_size=saved["img_size"])
+        model.init = run.init  # the weights loaded next are the fine-tuned ones of this init
+        return model
+
+    return load_checkpoint(params, run, build, device)
+
+
+__all__ = ["NAME", "TITLE", "NOTEBOOK", "EXPERIMENTS", "plan", "departures", "load_finetuned", "checkpoint_path"]

@@ -1,0 +1,450 @@
+"""In-domain DINO self-supervised pretraining: the CVAMD "ImageNet + DINO" stage, runnable offline.
+
+``pretrain_dino(model, dataset, config)`` runs DINO (Caron et al. 2021) on a medvit backbone
+(``create_model(name, init, num_outputs=0, ...)``) over a dataset's training images, as the authors'
+``self_supervised/DINO`` stage does before fine-tuning. It is built on ``lightly``: its
+``DINOProjectionHead``, ``DINOLoss`` (centering, teacher-temperature warm-up), ``update_momentum``, the
+cosine schedules and the ``DINOTransform`` multi-crop. :class:`DinoConfig`'s defaults are the authors'.
+
+The checkpoint (written after every epoch) holds the student, the teacher, both heads, the loss's
+center, the optimiser, the epochs done with their records, and the settings it was made with. A call
+with a checkpoint made with other settings raises :class:`PretrainCheckpointError`; with a finished
+one it trains nothing. ``create_model(name, "<start>+dino_indomain", weights_file=<checkpoint>)`` gives
+the teacher's backbone (the authors keep the teacher, ``DINO_to_classifier``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms import DINOTransform
+from lightly.utils.scheduler import cosine_schedule, cosine_warmup_schedule
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from .data.base import ImageDataset
+from .data.transforms import resize_size
+from .models.backbones import (INDOMAIN_STARTS, INDOMAIN_SUFFIX, Backbone, ModelError, WeightsUnavailableError,
+                               get_spec, indomain_start)
+
+CHECKPOINT_FORMAT = "medvit.pretrain_dino/1"
+AUTHORS_IMG_SIZE, AUTHORS_LOCAL_CROP = 224, 96
+
+
+class PretrainCheckpointError(ValueError):
+    """A pretraining checkpoint that cannot be resumed here: made with other settings, or not one at all."""
+
+
+@dataclass(frozen=True)
+class DinoConfig:
+    """DINO's settings. Defaults: the authors' (``medical_transformers``: ``params.json``'s ``DINO`` block and
+    optimiser, ``self_supervised/DINO/{models,trainer,wrappers}.py``, its ``augmentation_strategy.json``);
+    where lightly's default differs, the comment says so and the authors' value is the one kept."""
+
+    epochs: int = 300  # the authors' DINO stage (CVAMD): 300
+    batch_size: int = 64  # authors: 64, the last partial batch dropped
+    img_size: int = 224  # global crop = the run's input size; authors: 224 (after Resize 256, kept: resize_size)
+    n_local_crops: int = 6  # authors: 6 (lightly: 6)
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)  # authors: 0.4-1 (lightly: same)
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)  # authors: 0.05-0.4 (lightly: same); size: local_crop_size
+    out_dim: int = 4096  # authors' projection_size 4096 (lightly and DINO: 65536; kept 4096)
+    hidden_dim: int = 2048  # authors' DINOHead: 2048 (lightly: same)
+    bottleneck_dim: int = 256  # authors: 256 (lightly: same); no batch norm in the head (both)
+    norm_last_layer: bool = True  # authors: True (lightly: same)
+    freeze_last_layer_epochs: int = 1  # authors' freeze_last_for=1 (lightly's head: -1, never; kept 1)
+    warmup_teacher_temp: float = 0.04  # authors: 0.04 (lightly: same)
+    teacher_temp: float = 0.07  # authors: 0.07 (lightly: 0.04; kept 0.07)
+    warmup_teacher_temp_epochs: int = 30  # authors: 30 (lightly: same)
+    student_temp: float = 0.1  # authors: 0.1 (lightly: same)
+    center_momentum: float = 0.9  # authors: 0.9 (lightly: same)
+    momentum_start: float = 0.99  # teacher EMA, cosine to momentum_end over all steps; authors: 0.99 (DINO: 0.996)
+    momentum_end: float = 1.0  # authors: 1.0
+    lr: float = 1e-4  # authors: Adam, lr 1e-4, no batch-size scaling (DINO: AdamW, 5e-4 x batch/256)
+    min_lr: float = 1e-6  # authors' CosineAnnealingLR eta_min: 1e-6
+    warmup_iters: int = 500  # authors' LinearWarmup: 500 iterations, from warmup_lr
+    warmup_max_fraction: float = 1.0  # cap warm-up at this fraction of all iterations; authors: no cap (1.0)
+    warmup_lr: float = 1e-8  # authors' LinearWarmup eta_min: 1e-8
+    weight_decay: float = 1e-5  # authors: 1e-5 (Adam's L2), cosine to weight_decay_end; not on biases / norms
+    weight_decay_end: float = 0.4  # authors' decay_scheduler final value: 0.4
+    grad_clip: float = 1.0  # authors' grad_clipping: 1.0 (global norm)
+    drop_path_rate: float = 0.1  # stochastic depth of a ViT student; authors: 0.1 (transformers only)
+    seed: int = 0  # heads' init, crops and batch order (each epoch reseeded: seed + epoch)
+
+    def __post_init__(self):
+        positive = ("epochs", "img_size", "out_dim", "hidden_dim", "bottleneck_dim", "lr", "teacher_temp",
+                    "warmup_teacher_temp", "student_temp", "grad_clip")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DinoConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        non_negative = ("n_local_crops", "freeze_last_layer_epochs", "warmup_teacher_temp_epochs", "warmup_iters",
+                        "min_lr", "warmup_lr", "weight_decay", "weight_decay_end", "drop_path_rate")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"DinoConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"DinoConfig.batch_size must be >= 2 (centering and the feature std need a batch), "
+                             f"got {self.batch_size}")
+        for name in ("global_crop_scale", "local_crop_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"DinoConfig.{name} must be (lo, hi) with 0 < lo <= hi <= 1, got {(lo, hi)}")
+        for name in ("center_momentum", "momentum_start", "momentum_end", "warmup_max_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"DinoConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting: two configs share it only if they train the same way."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class DinoResult:
+    """What a :func:`pretrain_dino` call did. ``history`` has one record per finished epoch (those of a
+    resumed checkpoint included): ``epoch``, ``loss``, ``teacher_entropy`` (nats, at most ln(out_dim)),
+    ``feature_std`` (std over the batch of the L2-normalised teacher backbone features, averaged over
+    dimensions: 0 when collapsed, 1/sqrt(dim) for isotropic features), ``lr``, ``weight_decay``,
+    ``momentum``, ``teacher_temp`` (at the epoch's last step) and ``seconds``."""
+
+    config: DinoConfig
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 1  # the first epoch this call trained (1-based); config.epochs + 1 if none
+    epochs_run: int = 0  # epochs trained by this call (0 when the checkpoint was finished)
+    iterations_per_epoch: int = 0
+    warmup_iters: int = 0
+    local_crop_size: int = 0
+    checkpoint: Path | None = None
+    seconds: float = 0.0
+
+
+def local_crop_size(img_size: int, multiple: int = 1) -> int:
+    """The local crops' size for ``img_size``: the authors' 96 px at 224 scaled, rounded to a multiple of
+    ``multiple`` (a ViT's patch size), at least one multiple. 224 → 96; 64 → 27 (ResNet), 32 (patch 16)."""
+    return max(multiple, round(img_size * AUTHORS_LOCAL_CROP / AUTHORS_IMG_SIZE / multiple) * multiple)
+
+
+def dino_checkpoint_path(folder: str | os.PathLike, dataset: str, model: str, start_init: str,
+                         config: DinoConfig) -> Path:
+    """Where the grid keeps one pretraining: ``<folder>/<dataset>__<model>__<start>__<config fingerprint>.pt``;
+    other DINO settings give another file, never a reused one."""
+    return Path(folder) / f"{dataset}__{model}__{start_init}__{config.fingerprint()}.pt"
+
+
+class MultiCropTransform:
+    """uint8 HWC image → DINO's views: 2 global crops then ``n_local_crops`` local ones, normalised with the
+    dataset's mean/std. The authors' pipeline: Resize (256 at 224: ``resize_size``), then per view
+    lightly's ``DINOTransform`` (RandomResizedCrop, flip, colour jitter 0.4/0.4/0.2/0.1 p 0.8, grayscale
+    p 0.2, blur p 1 / 0.1 / 0.5, solarize the second global view p 0.2: the authors' augmentation
+    strategy exactly; lightly crops with bicubic interpolation, the authors' torchvision default is
+    bilinear). Grayscale images stay one channel (PIL mode L)."""
+
+    def __init__(self, mean, std, config: DinoConfig, local_size: int):
+        self.resize = v2.Resize((resize_size(config.img_size),) * 2, antialias=True)
+        self.views = DINOTransform(global_crop_size=config.img_size, global_crop_scale=config.global_crop_scale,
+                                   local_crop_size=local_size, local_crop_scale=config.local_crop_scale,
+                                   n_local_views=config.n_local_crops,
+                                   normalize={"mean": list(mean), "std": list(std)})
+
+    def __call__(self, img: np.ndarray) -> list[torch.Tensor]:
+        pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
+        return self.views(self.resize(pil))
+
+
+def _in_chans(model: Backbone) -> int:
+    stem = model.net.patch_embed.proj if model.has_attention else model.net.conv1
+    return stem.in_channels
+
+
+def _dino_network(model: Backbone, drop_path_rate: float) -> Backbone:
+    """A copy of ``model`` to train with DINO. A ViT is rebuilt by timm with ``dynamic_img_size`` (local crops
+    of another size; the position embedding is resampled per forward, unchanged at the model's own size)
+    and ``drop_path_rate``; a ResNet is copied as it is (the authors add stochastic depth to ViTs only)."""
+    spec = get_spec(model.name)
+    if not model.has_attention:
+        return copy.deepcopy(model)
+    net = timm.create_model(spec.arch, pretrained=False, num_classes=0, in_chans=_in_chans(model),
+                            img_size=model.net.patch_embed.img_size, dynamic_img_size=True,
+                            drop_path_rate=drop_path_rate)
+    net.load_state_dict(model.net.state_dict())
+    return Backbone(net, spec, model.init)
+
+
+def _dataset_fingerprint(dataset: ImageDataset) -> str:
+    """The labels, and the files (file-backed) or the array's shape and 64 evenly spaced images."""
+    h = hashlib.sha1(np.ascontiguousarray(dataset.labels).tobytes())
+    if dataset.paths is not None:
+        h.update("\n".join(map(str, dataset.paths)).encode())
+    else:
+        h.update(str(dataset.images.shape).encode())
+        for i in np.linspace(0, len(dataset) - 1, min(64, len(dataset))).astype(int):
+            h.update(np.ascontiguousarray(dataset.images[i]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _settings(model: Backbone, dataset: ImageDataset, config: DinoConfig) -> dict:
+    """Everything a checkpoint must have been made with to be resumed (and what create_model checks)."""
+    return {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.name, "start_init": model.init,
+            "in_chans": _in_chans(model), "dataset": dataset.info.name, "split": dataset.split,
+            "n_images": len(dataset), "dataset_fingerprint": _dataset_fingerprint(dataset)}
+
+
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key, "<absent>"), wanted.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: checkpoint {a!r}, this call {b!r}")
+    return out
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A pretraining checkpoint as written by :func:`pretrain_dino`; anything else is a clear error."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise PretrainCheckpointError(f"cannot read pretraining checkpoint {path}: {type(err).__name__}: {err}") \
+            from None
+    if not isinstance(state, dict) or state.get("settings", {}).get("format") != CHECKPOINT_FORMAT:
+        raise PretrainCheckpointError(f"{path} is not a medvit DINO pretraining checkpoint "
+                                      f"(no settings.format == {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def _resume_state(checkpoint: Path | None, settings: dict) -> dict | None:
+    if checkpoint is None or not checkpoint.exists():
+        return None
+    state = read_checkpoint(checkpoint)
+    diff = _differences(state["settings"], settings)
+    if diff:
+        raise PretrainCheckpointError(
+            f"pretraining checkpoint {checkpoint} was made with other settings and is not reused: "
+            f"{'; '.join(diff)}. Delete it, or pass another checkpoint path (dino_checkpoint_path names one "
+            f"per config).")
+    return state
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _param_groups(*modules: torch.nn.Module) -> list[dict]:
+    """The authors' groups (DINO's ``get_params_groups``): weight decay on weights, none on biases and norms."""
+    decay, no_decay = [], []
+    for module in modules:
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _seed_worker(worker_id: int) -> None:  # lightly's blur and solarization draw from NumPy's global RNG
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def _teacher_temp(loss_fn: DINOLoss, epoch0: int) -> float:
+    """lightly's teacher-temperature schedule: linspace(warm-up, final, warm-up epochs), then final."""
+    if epoch0 < loss_fn.warmup_teacher_temp_epochs:
+        return float(loss_fn.teacher_temp_schedule[epoch0])
+    return float(loss_fn.teacher_temp)
+
+
+def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = DinoConfig(),
+                  device: str | torch.device = "cpu", checkpoint: str | os.PathLike | None = None,
+                  progress: bool = True, amp: bool = False, num_workers: int = 0) -> DinoResult:
+    """DINO self-supervised pretraining of ``model`` on ``dataset``'s images (labels unused).
+
+    ``model``: a backbone without a head, ``create_model(name, "random" | "imagenet", num_outputs=0,
+    in_chans=<the dataset's channels>, img_size=config.img_size)``. ``dataset``: raw uint8 images (its
+    transform is replaced by the multi-crop). ``checkpoint``: written after every epoch; if it exists, it
+    is resumed at the epoch after its last (a finished one trains nothing), and one made with other
+    settings (config, model, start init, channels, dataset) raises :class:`PretrainCheckpointError`.
+    ``amp``: bf16 autocast. On return ``model`` holds the teacher's backbone, the weights that
+    ``create_model(name, "<start>+dino_indomain", weights_file=checkpoint)`` loads.
+    """
+    start_time = time.perf_counter()
+    device = torch.device(device)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    _check_inputs(model, dataset, config)
+    settings = _settings(model, dataset, config)
+    resume = _resume_state(checkpoint, settings)
+    multiple = model.patch_size if model.has_attention else 1
+    local_size = local_crop_size(config.img_size, multiple)
+
+    torch.manual_seed(config.seed)
+    student = _dino_network(model, config.drop_path_rate if model.has_attention else 0.0).to(device)
+    teacher = _dino_network(model, 0.0).to(device)
+    head_kw = dict(input_dim=model.feature_dim, hidden_dim=config.hidden_dim, bottleneck_dim=config.bottleneck_dim,
+                   output_dim=config.out_dim, batch_norm=False, freeze_last_layer=config.freeze_last_layer_epochs,
+                   norm_last_layer=config.norm_last_layer)
+    with warnings.catch_warnings():  # lightly's head uses torch.nn.utils.weight_norm, deprecated but working
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        student_head, teacher_head = DINOProjectionHead(**head_kw).to(device), DINOProjectionHead(**head_kw).to(device)
+    teacher_head.load_state_dict(student_head.state_dict())
+    deactivate_requires_grad(teacher)
+    deactivate_requires_grad(teacher_head)
+    loss_fn = DINOLoss(output_dim=config.out_dim, warmup_teacher_temp=config.warmup_teacher_temp,
+                       teacher_temp=config.teacher_temp, warmup_teacher_temp_epochs=config.warmup_teacher_temp_epochs,
+                       student_temp=config.student_temp, center_momentum=config.center_momentum).to(device)
+    # The authors' optimiser is torch.optim.Adam (weight decay as an L2 term), not DINO's AdamW.
+    optimizer = torch.optim.Adam(_param_groups(student, student_head), lr=config.lr, weight_decay=config.weight_decay)
+
+    history, first_epoch = [], 1
+    if resume is not None:
+        student.net.load_state_dict(resume["student_backbone"])
+        teacher.net.load_state_dict(resume["teacher_backbone"])
+        student_head.load_state_dict(resume["student_head"])
+        teacher_head.load_state_dict(resume["teacher_head"])
+        loss_fn.load_state_dict(resume["loss"])
+        optimizer.load_state_dict(resume["optimizer"])
+        history, first_epoch = list(resume["history"]), resume["epoch"] + 1
+
+    views = dataset.with_transform(MultiCropTransform(dataset.info.mean, dataset.info.std, config, local_size))
+    iters = len(dataset) // config.batch_size
+    total = iters * config.epochs
+    warmup = int(min(config.warmup_iters, config.warmup_max_fraction * total))
+    result = DinoResult(config=config, history=history, start_epoch=first_epoch, iterations_per_epoch=iters,
+                        warmup_iters=warmup, local_crop_size=local_size, checkpoint=checkpoint)
+    n_global = 2
+    label = f"DINO {model.name}/{model.init} {dataset.info.name}"
+    epochs_bar = tqdm(range(first_epoch, config.epochs + 1), desc=label, initial=first_epoch - 1,
+                      total=config.epochs, unit="epoch", disable=not progress)
+    for epoch in epochs_bar:
+        epoch_start = time.perf_counter()
+        seed = config.seed + epoch
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        loader = DataLoader(views, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+                            generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
+                            pin_memory=device.type == "cuda")
+        student.train(), teacher.train(), student_head.train(), teacher_head.train()
+        sums = torch.zeros(3, device=device)  # loss, teacher entropy, feature std
+        temp = _teacher_temp(loss_fn, epoch - 1)
+        for i, (crops, _) in enumerate(tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                                            disable=not progress)):
+            step = (epoch - 1) * iters + i
+            lr = cosine_warmup_schedule(step, total, config.lr, config.min_lr, warmup, config.warmup_lr)
+            wd = cosine_schedule(step, total, config.weight_decay, config.weight_decay_end)
+            momentum = cosine_schedule(step, total, config.momentum_start, config.momentum_end)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.param_groups[0]["weight_decay"] = wd
+
+            crops = [c.to(device, non_blocking=True) for c in crops]
+            global_crops, local_crops = torch.cat(crops[:n_global]), crops[n_global:]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with torch.no_grad():
+                    teacher_feats = teacher.features(global_crops)
+                    teacher_out = teacher_head(teacher_feats).float()
+                feats = [student.features(global_crops)]
+                if local_crops:
+                    feats.append(student.features(torch.cat(local_crops)))
+                student_out = student_head(torch.cat(feats)).float()
+            teacher_views = list(teacher_out.chunk(n_global))
+            with torch.no_grad():  # the indicators, before the loss moves the center
+                probs = F.softmax((torch.stack(teacher_views) - loss_fn.center) / temp, dim=-1)
+                entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+                feature_std = F.normalize(teacher_feats.float(), dim=1).std(dim=0).mean()
+            loss = loss_fn(teacher_views, list(student_out.chunk(n_global + len(local_crops))), teacher_temp=temp)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{label}: non-finite DINO loss at epoch {epoch}, step {i + 1}")
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([*student.parameters(), *student_head.parameters()], config.grad_clip)
+            student_head.cancel_last_layer_gradients(epoch - 1)
+            optimizer.step()
+            update_momentum(student, teacher, m=momentum)
+            update_momentum(student_head, teacher_head, m=momentum)
+            sums += torch.stack([loss.detach(), entropy, feature_std])
+
+        means = (sums / iters).tolist()
+        record = {"epoch": epoch, "loss": means[0], "teacher_entropy": means[1], "feature_std": means[2],
+                  "lr": lr, "weight_decay": wd, "momentum": momentum, "teacher_temp": temp,
+                  "seconds": time.perf_counter() - epoch_start}
+        history.append(record)
+        result.epochs_run += 1
+        epochs_bar.set_postfix(loss=f"{record['loss']:.3f}", feature_std=f"{record['feature_std']:.4f}")
+        if checkpoint is not None:
+            _save(checkpoint, {"settings": settings, "epoch": epoch, "history": history,
+                               "student_backbone": student.net.state_dict(),
+                               "teacher_backbone": teacher.net.state_dict(),
+                               "student_head": student_head.state_dict(), "teacher_head": teacher_head.state_dict(),
+                               "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict()})
+    epochs_bar.close()
+    model.net.load_state_dict({k: v.to("cpu") for k, v in teacher.net.state_dict().items()})
+    result.seconds = time.perf_counter() - start_time
+    return result
+
+
+def _check_inputs(model: Backbone, dataset: ImageDataset, config: DinoConfig) -> None:
+    if not isinstance(model, Backbone):
+        raise ModelError(f"pretrain_dino takes a medvit Backbone (create_model(...)), got {type(model).__name__}")
+    if model.init not in INDOMAIN_STARTS:
+        raise ModelError(f"pretrain_dino: {model.name} has init {model.init!r}; an in-domain pretraining starts "
+                         f"from one of {INDOMAIN_STARTS} (its result is the init '<start>{INDOMAIN_SUFFIX}')")
+    if getattr(model.net, "num_classes", 0):
+        raise ModelError(f"pretrain_dino: {model.name} has a {model.net.num_classes}-output head; build the "
+                         f"backbone with create_model(..., num_outputs=0)")
+    if _in_chans(model) != dataset.info.channels:
+        raise ModelError(f"pretrain_dino: {model.name} takes {_in_chans(model)} channel(s) but dataset "
+                         f"{dataset.info.name!r} has {dataset.info.channels}; pass in_chans={dataset.info.channels}")
+    if model.has_attention and tuple(model.net.patch_embed.img_size) != (config.img_size,) * 2:
+        raise ModelError(f"pretrain_dino: {model.name} was built for img_size {model.net.patch_embed.img_size[0]} "
+                         f"but DinoConfig.img_size is {config.img_size}")
+    if len(dataset) < config.batch_size:
+        raise ValueError(f"pretrain_dino: dataset {dataset.info.name!r} ({dataset.split}) has {len(dataset)} images, "
+                         f"fewer than DinoConfig.batch_size={config.batch_size} (the last partial batch is dropped)")
+
+
+def load_backbone_state(path: str | os.PathLike, name: str, init: str, in_chans: int) -> dict:
+    """The teacher backbone of a finished pretraining checkpoint, for ``create_model(name, init,
+    weights_file=path)``: a missing, foreign, unfinished or mismatched file is a WeightsUnavailableError."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"pretraining checkpoint not found: {path} (for {name}, init {init!r}); "
+                                      f"run medvit.pretrain_dino with checkpoint={path} first")
+    try:
+        state = read_checkpoint(path)
+    except PretrainCheckpointError as err:
+        raise WeightsUnavailableError(str(err)) from None
+    settings, start = state["settings"], indomain_start(init)
+    wanted = {"model": name, "start_init": start, "in_chans": in_chans}
+    diff = [f"{k}: checkpoint {settings[k]!r}, asked {v!r}" for k, v in wanted.items() if settings[k] != v]
+    if diff:
+        raise WeightsUnavailableError(f"pretraining checkpoint {path} does not fit {name} / {init!r} / "
+                                      f"in_chans={in_chans}: {'; '.join(diff)}")
+    epochs = settings["config"]["epochs"]
+    if state["epoch"] < epochs:
+        raise WeightsUnavailableError(f"pretraining checkpoint {path} stopped at epoch {state['epoch']} of {epochs}; "
+                                      f"finish it with pretrain_dino(..., checkpoint={str(path)!r})")
+    return state["teacher_backbone"]
+
+
+__all__ = ["DinoConfig", "DinoResult", "MultiCropTransform", "PretrainCheckpointError", "dino_checkpoint_path",
+           "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint"]

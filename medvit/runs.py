@@ -1,0 +1,130 @@
+"""What every figure's runs share: the :class:`Run`, the :class:`Experiment` an executor belongs to, the
+profile's data for a run, and fine-tuned checkpoints.
+
+A figure module (``medvit.figures.figN``) lists its runs with :func:`grid` and executes each with one of
+its experiments; ``medvit.experiments`` does the bookkeeping (claims, rows, resume). Nothing here knows
+which figure asks for what.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data import DataMissing, cached, create_dataset, resize_size
+from .params import Params, settings_hash
+from .results import atomic_torch_save, run_id
+
+
+class RunUnavailable(RuntimeError):
+    """A run's prerequisite cannot be had here (weights offline, data not downloaded, a checkpoint not yet
+    made): its row is ``unavailable`` with this message as the reason, never a substitute."""
+
+
+class CheckpointMissing(RunUnavailable, FileNotFoundError):
+    """No fine-tuned checkpoint for a run; the message names the file and how to make it."""
+
+
+@dataclass(frozen=True)
+class Run:
+    experiment: str  # a key of medvit.figures.EXPERIMENTS
+    dataset: str
+    model: str
+    init: str
+    repetition: int
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.experiment, self.dataset, self.model, self.init, self.repetition)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One kind of run: ``execute(run, params, device) -> row fields`` (metric, value, metrics, ...).
+
+    ``settings``: the Params fields whose values change its result: a stored row made with other values is
+    stale and the run is done again. ``needs``: experiments whose runs must finish first (it reads their
+    checkpoints), which the launchers use to order their waves."""
+
+    name: str
+    execute: Callable[[Run, Params, torch.device], dict]
+    settings: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+
+    def settings_hash(self, params: Params) -> str:
+        return settings_hash(params.settings(self.settings))
+
+
+
+def grid(experiment: str, params: Params, models, inits, datasets) -> list[Run]:
+    """Runs of ``experiment`` for datasets × models × inits (those that exist) × repetitions."""
+    from .models import model_inits
+
+    return [Run(experiment, d, m, i, r) for d in datasets for m in models for i in inits if i in model_inits(m)
+            for r in range(params.repetitions)]
+
+
+def resolve_device(params: Params) -> torch.device:
+    if params.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if params.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunUnavailable(f"device={params.device!r} but torch sees no CUDA device here; use device: auto or cpu")
+    return torch.device(params.device)
+
+
+def profile_dataset(params: Params, dataset: str, split: str):
+    """One split of ``dataset`` with the profile's data root and dataset options (uncached, full split).
+    Data that is not on this machine makes the run unavailable, with the loader's how-to-get-it message."""
+    try:
+        return create_dataset(dataset, split, data_root=params.data_root, **params.options_for(dataset))
+    except DataMissing as err:
+        raise RunUnavailable(str(err)) from None
+
+
+def load_splits(params: Params, dataset: str) -> dict:
+    """train / val / test of ``dataset`` with the profile's data root and dataset options. File-backed
+    images are read through the resized uint8 cache (``medvit.data.cache``: decoded once, then memory
+    speed); in-memory arrays (MedMNIST, synthetic) pass through unchanged."""
+    splits = {s: cached(profile_dataset(params, dataset, s), size=resize_size(params.img_size))
+              for s in ("train", "val", "test")}
+    train = splits["train"]
+    if 0 < params.train_subset < len(train):  # the same images for every repetition and model
+        keep = np.sort(np.random.default_rng(0).permutation(len(train))[:params.train_subset])
+        splits["train"] = train.subset(keep)
+    return splits
+
+
+def checkpoint_path(params: Params, run: Run) -> Path:
+    """Where a trained run's best checkpoint is kept: ``<results_dir>/<profile>/checkpoints/<run_id>.pt``."""
+    return Path(params.results_dir) / params.profile / "checkpoints" / f"{run.run_id}.pt"
+
+
+def save_checkpoint(model, run: Run, params: Params) -> Path:
+    """The model's weights with the run and its params, written under a unique temporary name and renamed
+    (two processes saving the same run never collide; a reader sees a whole file or none)."""
+    return atomic_torch_save({"state_dict": model.state_dict(), "run": run.__dict__, "params": params.to_dict()},
+                             checkpoint_path(params, run))
+
+
+def load_checkpoint(params: Params, run: Run, build: Callable, device="cpu"):
+    """The model of ``run`` from its best-validation checkpoint: ``build(info, saved_params)`` makes the
+    untrained architecture (at the sizes it was trained with), then the weights are loaded.
+    ``CheckpointMissing`` (an unavailable run) names the file when there is none; an unreadable one is a
+    ValueError naming it."""
+    path = checkpoint_path(params, run)
+    if not path.is_file():
+        raise CheckpointMissing(f"no checkpoint for {run.run_id} at {path}: run its {run.experiment} first "
+                                f"(checkpoints are kept for the first {params.checkpoint_repetitions} repetitions)")
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        state, saved_params = saved["state_dict"], saved["params"]
+    except Exception as err:  # empty, truncated, not a checkpoint, or a pickle that is not plain tensors
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0][:200]}; "
+                         f"delete it and run {run.run_id} again") from None
+    info = profile_dataset(params, run.dataset, "test").info
+    model = build(info, saved_params)
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -1,0 +1,123 @@
+"""The bookkeeping around the executors, tested with a fake figure whose runs take milliseconds."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from medvit import load_params
+from medvit.data import DataMissing
+from medvit.experiments import EXPERIMENTS, FIGURES, current_rows, results_store, run_experiment
+from medvit.runs import Experiment, Run, RunUnavailable, grid, profile_dataset
+
+
+@pytest.fixture
+def fake_figure(monkeypatch):
+    """Figure 'figfake' with experiment 'fake' (value = the profile's knn_k) that reads knn_k only."""
+    calls = []
+
+    def execute(run, params, device):
+        calls.append(run.run_id)
+        if run.model == "deit_tiny" and run.init == "imagenet":
+            raise RunUnavailable("weights not here")
+        return {"metric": "score", "value": float(params.knn_k), "metrics": {"score": float(params.knn_k)}}
+
+    monkeypatch.setitem(EXPERIMENTS, "fake", Experiment("fake", execute, settings=("knn_k",)))
+    monkeypatch.setitem(FIGURES, "figfake", SimpleNamespace(
+        plan=lambda p: grid("fake", p, ("resnet18", "deit_tiny"), ("random", "imagenet"), ("synthetic_shapes",))))
+    return calls
+
+
+def test_a_figure_runs_what_is_missing_once_and_resumes(fake_figure, tmp_path, capsys):
+    params = load_params("smoke", results_dir=str(tmp_path), repetitions=2)
+    rows = run_experiment(params, "figfake")
+    assert len(rows) == 8 and len(fake_figure) == 8
+    assert sorted(rows["status"].value_counts().items()) == [("ok", 6), ("unavailable", 2)]
+    out = capsys.readouterr().out
+    assert "[1/8] fake__synthetic_shapes__resnet18__random__r0: ok, score 20.0000" in out  # one line per run
+    assert "6 ok, 2 unavailable, 0 failed" in out
+    run_experiment(params, "figfake")
+    assert len(fake_figure) == 10  # only the two unavailable runs are tried again
+
+
+def test_a_changed_setting_reruns_only_the_experiments_that_read_it(fake_figure, tmp_path, capsys):
+    params = load_params("smoke", results_dir=str(tmp_path), repetitions=1)
+    run_experiment(params, "figfake")
+    run_experiment(load_params("smoke", results_dir=str(tmp_path), repetitions=1, train={"epochs": 9}), "figfake")
+    assert len(fake_figure) == 4 + 1  # train.epochs is not read by 'fake': only the unavailable run again
+    changed = load_params("smoke", results_dir=str(tmp_path), repetitions=1, knn_k=7)
+    rows = run_experiment(changed, "figfake")
+    assert len(fake_figure) == 5 + 4 and set(rows.loc[rows["status"] == "ok", "value"]) == {7.0}
+    assert "older rows made with other settings are kept as history and not shown" in capsys.readouterr().out
+    rows, other = current_rows(changed, FIGURES["figfake"].plan(changed), results_store(changed))
+    assert len(rows) == 4 and other >= 3
+
+
+def test_a_failed_run_leaves_a_failed_row_and_raises(monkeypatch, tmp_path):
+    def execute(run, params, device):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setitem(EXPERIMENTS, "fake", Experiment("fake", execute, settings=()))
+    monkeypatch.setitem(FIGURES, "figfake", SimpleNamespace(plan=lambda p: [Run("fake", "synthetic_shapes",
+                                                                                "resnet18", "random", 0)]))
+    params = load_params("smoke", results_dir=str(tmp_path))
+    with pytest.raises(ZeroDivisionError):
+        run_experiment(params, "figfake")
+    rows = results_store(params).rows()
+    assert list(rows["status"]) == ["failed"] and "ZeroDivisionError: boom" in rows["reason"][0]
+
+
+def test_data_that_is_not_here_makes_the_run_unavailable_not_failed(tmp_path):
+    params = load_params("quick", data_root=str(tmp_path / "empty"))
+    with pytest.raises(RunUnavailable, match="ph2"):
+        profile_dataset(params, "ph2", "train")
+    assert issubclass(RunUnavailable, RuntimeError) and issubclass(DataMissing, ValueError)
+
+
+def test_fig2_with_no_data_gives_unavailable_rows_with_the_how_to(tmp_path):
+    params = load_params("quick", data_root=str(tmp_path / "empty"), results_dir=str(tmp_path), repetitions=1,
+                         seg_inits=["random"])
+    rows = run_experiment(params, "fig2", progress=False)
+    assert set(rows["status"]) == {"unavailable"} and len(rows) == 2
+    assert all("ph2" in r.lower() for r in rows["reason"])
+
+
+def test_every_figure_is_registered_once_with_its_parts():
+    params = load_params("smoke")
+    assert list(FIGURES) == ["fig1", "fig2", "fig3", "fig4", "fig5"]
+    for name, module in FIGURES.items():
+        assert module.NAME == name and module.NOTEBOOK and module.TITLE.startswith(f"Fig {name[-1]}")
+        assert all(r.experiment in EXPERIMENTS for r in module.plan(params))
+        assert isinstance(module.departures(params), list)
+
+
+def test_compute_modules_import_nothing_from_the_figures_layer():
+    import ast
+    from pathlib import Path
+
+    import medvit
+
+    root = Path(medvit.__file__).parent
+    compute = ["train.py", "knn.py", "segment.py", "saliency.py", "attention.py", "metrics.py", "runs.py",
+               "params.py", "config.py", "results.py", "data", "models"]
+    for entry in compute:
+        for path in ([root / entry] if entry.endswith(".py") else sorted((root / entry).glob("*.py"))):
+            tree = ast.parse(path.read_text())
+            names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+            names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+            bad = [n for n in names if any(x in n for x in ("figures", "experiments", "runner", "launch", "plots"))]
+            assert not bad, f"{path.relative_to(root)} imports {bad}"
+
+
+def test_dataset_facts_are_stated_once_at_registration_and_carried_by_the_loaded_info():
+    from medvit import create_dataset
+    from medvit.data import dataset_facts
+    from medvit.paper import paper_counterpart
+
+    assert dataset_facts("synthetic_shapes").synthetic and not dataset_facts("retinamnist").synthetic
+    shapes = create_dataset("synthetic_shapes", "val", size=32, n_val=4)
+    assert shapes.info.synthetic and shapes.info.analogue_of is None
+    assert create_dataset("synthetic_shapes_seg", "val", size=32, n_val=2).info.synthetic
+    assert paper_counterpart("retinamnist") == ("aptos2019", "analogue")
+    assert paper_counterpart("aptos2019") == ("aptos2019", "same")
+    assert paper_counterpart("synthetic_shapes") == (None, "none")
