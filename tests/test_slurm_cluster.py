@@ -43,7 +43,8 @@ SLURM_LIVE = (SLURM_QUEUED - {"UNKNOWN"}) | {"RUNNING", "COMPLETING"}  # sacct s
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """``SLURM_CONF`` of the running test cluster (``.ci/slurm-cluster.sh up``), for the whole session."""
+    """``SLURM_CONF`` of the running test cluster (``.ci/slurm-cluster.sh up``), for the whole session. A
+    cluster this session started is stopped at its end, unless another test session still uses it."""
     if os.geteuid() != 0:
         pytest.skip("the Slurm cluster needs root (it installs Debian packages and starts daemons)")
     if not (shutil.which("slurmctld") or shutil.which("apt-get")):
@@ -55,27 +56,40 @@ def slurm_cluster():
         up = subprocess.run([SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=900)
         if up.returncode != 0:
             pytest.skip(f"the Slurm cluster did not come up: {(up.stderr.strip().splitlines() or ['?'])[-1]}")
+    sessions = STATE / "sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    me = sessions / str(os.getpid())
+    me.touch()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", conf)
         yield conf
-    if not was_up:
+    me.unlink()
+    others = [p for p in sessions.iterdir() if p.name.isdigit() and Path(f"/proc/{p.name}").exists()]
+    if not was_up and not others:
         subprocess.run([SCRIPT, "down"], env=env, capture_output=True, timeout=300)
 
 
 @pytest.fixture
-def slurm(slurm_cluster, monkeypatch):
+def slurm(slurm_cluster, tmp_path, monkeypatch):
     """The cluster, with the tasks' Python path set (the tasks import medvit and this module, for
-    ``sleepy_run``); the test's leftover tasks are cancelled afterwards."""
+    ``sleepy_run``). Afterwards the test's own jobs (its job arrays, and the ids in ``<tmp_path>/jobs.txt``)
+    get a minute to end, then are cancelled; other sessions' jobs on the cluster are left alone."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(REPO / "tests")]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield slurm_cluster
-    # a launch returns once each task's result is written; its process may still be ending: give it a minute
+    extra = tmp_path / "jobs.txt"
+    ours = {p.name for p in tmp_path.glob("smoke/jobs/*") if p.name.isdigit()}
+    ours |= set(extra.read_text().split()) if extra.exists() else set()
+
+    def queued() -> set[str]:  # a launch returns once each task's result is written; its process may still run
+        out = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout
+        return set(out.split()) & ours
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and subprocess.run(["squeue", "-h", "--name=medvit-smoke,preemptor"],
-                                                         capture_output=True, text=True).stdout.strip():
+    while queued() and time.monotonic() < deadline:
         time.sleep(1)
-    subprocess.run(["scancel", "--name=medvit-smoke"], capture_output=True)
-    subprocess.run(["scancel", "--name=preemptor"], capture_output=True)
+    if queued():
+        subprocess.run(["scancel", *queued()], capture_output=True)
 
 
 def sleepy_run(run: Run, params, store: ResultsStore, seconds: dict[str, float] | float = 10.0) -> dict:
@@ -296,6 +310,7 @@ def test_a_preempted_task_is_requeued_and_restarts_its_run_without_a_partial_row
                               "--mem=100M", "-o", "/dev/null", "--wrap", "sleep 3"],
                              capture_output=True, text=True, check=True)
         preemptor.append(out.stdout.strip())
+        (tmp_path / "jobs.txt").write_text(preemptor[0])  # for the fixture's clean-up
 
     thread = _in_background(preempt_the_second_run_mid_run)
     report = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False, log=_quiet, execute=execute)
