@@ -67,14 +67,21 @@ def _list(what: str, profile: str, figure: str | None = None, verbose: bool = Fa
 
 def _launch(args) -> int:
     """Run the missing runs of the figures in ``--only`` (default: all) with ``--launcher``; 1 if any failed."""
-    from medvit.launch import launch, launch_params, parse_minutes
+    from medvit.launch import launch, launch_params
     from medvit.figures import FIGURES  # the one figure registry
     from medvit.runner import available_notebooks
 
     unknown = [k for k in args.only or () if k not in available_notebooks()]
     if unknown:  # before launching anything
         raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(available_notebooks())}")
-    params = launch_params(args.profile, args.results_dir)
+    overrides = {}
+    if args.launcher == "slurm":  # None: the profile's value (its slurm section)
+        slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.gpus,
+                 "cpus_per_task": args.slurm_cpus, "mem_gb": args.slurm_mem,
+                 "array_parallelism": args.slurm_array_parallelism, "account": args.slurm_account,
+                 "qos": args.slurm_qos}
+        overrides["slurm"] = {k: v for k, v in slurm.items() if v is not None}
+    params = launch_params(args.profile, args.results_dir, **overrides)
     figures = [k for k in args.only if k in FIGURES] if args.only else None
     if args.only and not figures:
         print(f"{args.launcher}: no runs to launch for {args.only} (figures with runs: {', '.join(FIGURES)})")
@@ -82,10 +89,7 @@ def _launch(args) -> int:
     if args.launcher == "local":
         options = {"gpus": args.gpus}
     else:
-        options = {"partition": args.slurm_partition, "time_min": parse_minutes(args.slurm_time),
-                   "gpus": 1 if args.gpus is None else args.gpus, "cpus_per_task": args.slurm_cpus,
-                   "mem_gb": args.slurm_mem, "array_parallelism": args.slurm_array_parallelism,
-                   "account": args.slurm_account, "qos": args.slurm_qos}
+        options = {"dry_run": args.dry_run}
     report = launch(params, args.launcher, figures=figures, force=args.force, **options)
     print(report.summary(), flush=True)
     return 1 if report.failed else 0
@@ -97,6 +101,8 @@ def _reproduce(args) -> int:
     if args.launcher:
         if _launch(args) != 0:
             return 1
+        if args.dry_run:
+            return 0
         reproduce(args.profile, only=args.only, results_dir=args.results_dir, book_dir=args.book_dir)
     else:
         reproduce(args.profile, only=args.only, force=args.force, results_dir=args.results_dir,
@@ -143,13 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--gpus", type=int, help="local: GPUs to use, one run per GPU (default: all visible;\n"
                                               "none on a CPU machine: one run at a time); slurm: GPUs per job (1)")
     slurm = rep.add_argument_group("slurm (with --launcher slurm; one job array per wave of runs)")
-    slurm.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
-    slurm.add_argument("--slurm-time", default="4:00:00", help="time limit per run: minutes or H:MM:SS (4:00:00)")
-    slurm.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (8)")
-    slurm.add_argument("--slurm-mem", type=float, default=32, help="memory per job in GB (32)")
-    slurm.add_argument("--slurm-array-parallelism", type=int, default=64, help="jobs of an array running at once (64)")
-    slurm.add_argument("--slurm-account", help="account to charge (sbatch --account)")
-    slurm.add_argument("--slurm-qos", help="quality of service (sbatch --qos)")
+    slurm.add_argument("--slurm-partition", help="partition (profile's slurm.partition; else the cluster's default)")
+    slurm.add_argument("--slurm-time", help="time limit per run: minutes or [D-]H:MM:SS (profile's slurm.time, 4:00:00)")
+    slurm.add_argument("--slurm-cpus", type=int, help="CPUs per task (profile's slurm.cpus_per_task, 8)")
+    slurm.add_argument("--slurm-mem", type=float, help="memory per task in GB (profile's slurm.mem_gb, 32)")
+    slurm.add_argument("--slurm-array-parallelism", type=int,
+                       help="tasks of an array running at once (profile's slurm.array_parallelism, 64)")
+    slurm.add_argument("--slurm-account", help="account to charge (sbatch --account; profile's slurm.account)")
+    slurm.add_argument("--slurm-qos", help="quality of service (sbatch --qos; profile's slurm.qos)")
+    slurm.add_argument("--dry-run", action="store_true",
+                       help="print the sbatch options and the task list; submit nothing, execute no notebook")
     book = sub.add_parser("book", help="build the HTML book from the executed notebooks into _build/html")
     book.set_defaults(handler=_book)
     book.add_argument("--strict", action="store_true", help="fail on Sphinx warnings (-W -n --keep-going)")

@@ -96,7 +96,8 @@ def pending_runs(params: Params, figures: list[str] | None = None, force: bool =
 
 def waves(runs: list[Run]) -> list[list[Run]]:
     """``runs`` split so that runs of an experiment that ``NEEDS`` others come after the runs they read."""
-    later = [r for r in runs if set(EXPERIMENTS[r.experiment].needs) & {x.experiment for x in runs}]
+    needs = {name: e.needs for name, e in EXPERIMENTS.items()}  # an unknown experiment fails in its own job
+    later = [r for r in runs if set(needs.get(r.experiment, ())) & {x.experiment for x in runs}]
     first = [r for r in runs if r not in later]
     return [w for w in (first, later) if w]
 

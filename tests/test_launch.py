@@ -330,7 +330,7 @@ def test_local_launch_reports_a_failed_job_with_its_log_and_unavailable_weights_
     report = launch_local(params, [broken, unavailable], poll_s=0.2, progress=False)
     assert {o.run: o.status for o in report.outcomes} == {broken: "failed", unavailable: "unavailable"}
     [failure] = report.failed
-    assert "KeyError" in failure.error and "no_such_experiment" in failure.error
+    assert "unknown experiment 'no_such_experiment'" in failure.error
     assert failure.log.endswith("_log.err") and os.path.isfile(failure.log)
     states = run_states(params, [broken, unavailable])
     assert states[broken.run_id][0] == "failed" and states[unavailable.run_id][0] == "unavailable"
