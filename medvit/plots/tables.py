@@ -1,5 +1,7 @@
 """Tables shared by the figure pages: median ± std per setting, why settings are unavailable, and the
-verdicts on the paper's claims (the gap CNN − ViT with its interval, ``medvit.stats``)."""
+verdicts on the paper's claims (the gap CNN − ViT with its interval, ``medvit.stats``); and what a page shows
+of them: ``PageTable`` (a table narrowed to the page, with notes under it), ``unavailable_summary`` (what did
+not run, once per init and reason) and ``verdict_findings`` (the verdicts in sentences, computed)."""
 from __future__ import annotations
 
 import difflib
@@ -160,11 +162,6 @@ def unavailable_summary(rows: pd.DataFrame, what: str = "runs") -> list[tuple[st
                     f"({detail}{len(part)} {what if len(part) > 1 else what.rstrip('s')})")
             out.append((head, common_text(reasons[i] for i in cluster)))
     return out
-
-
-def ok_settings(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the settings that ran (status ``ok``)."""
-    return rows[rows["status"] == "ok"] if "status" in rows else rows.iloc[0:0]
 
 
 def ran_verdicts(verdicts: pd.DataFrame, rows: pd.DataFrame | None) -> pd.DataFrame:
