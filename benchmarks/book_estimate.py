@@ -17,6 +17,7 @@ Units are those of the profile JSON (``--clock cpu``: process CPU seconds, or ``
 start-up and the Jupyter Book build are not runs: add them with ``--fixed``.
 
     python benchmarks/book_estimate.py benchmarks/out/profile_quick.json --scale 0.36 --fixed 120
+    python benchmarks/book_estimate.py benchmarks/out/profile_quick.json --scale finetune=0.36 segmentation=0.24
     python benchmarks/book_estimate.py benchmarks/out/profile_quick.json --set '{"train": {"epochs": 3}}'
 """
 from __future__ import annotations
@@ -108,15 +109,18 @@ def run_cost(run, params, units: dict, sizes: Sizes) -> float:
     raise SystemExit(f"no cost model for experiment {run.experiment!r}")
 
 
-def estimate(profile: dict, params, inits=("random",), clock: str = "cpu", scale: float = 1.0) -> dict:
+def estimate(profile: dict, params, inits=("random",), clock: str = "cpu", scale: dict | None = None) -> dict:
+    """Seconds per figure (× ``scale[experiment]``, else ``scale["default"]``, else 1) of the runs of ``inits``."""
     units, sizes = unit_costs(profile, clock), Sizes(params)
+    scale = scale or {}
     seen, per_figure, counts = set(), defaultdict(float), defaultdict(lambda: defaultdict(int))
     for figure in FIGURES:
         for run in plan(params, figure):
             if run.init not in inits or run.run_id in seen:
                 continue
             seen.add(run.run_id)
-            per_figure[figure] += scale * run_cost(run, params, units, sizes)
+            factor = scale.get(run.experiment, scale.get("default", 1.0))
+            per_figure[figure] += factor * run_cost(run, params, units, sizes)
             counts[figure][run.experiment] += 1
     return dict(per_figure=dict(per_figure), runs={f: dict(c) for f, c in counts.items()},
                 total=sum(per_figure.values()))
@@ -129,7 +133,9 @@ def parse_args(argv=None):
     p.add_argument("--set", default="{}", help="overrides as JSON, e.g. '{\"train\": {\"epochs\": 3}}'")
     p.add_argument("--inits", nargs="+", default=["random"], help="inits that run here")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    p.add_argument("--scale", type=float, default=1.0, help="target seconds per profiled second")
+    p.add_argument("--scale", nargs="+", default=["1"], metavar="[EXPERIMENT=]FACTOR",
+                   help="target seconds per profiled second: one number, or per experiment (finetune=0.36 "
+                        "knn=0.32 segmentation=0.24 default=0.36)")
     p.add_argument("--fixed", type=float, default=0.0, help="seconds outside the runs (notebooks, book build)")
     return p.parse_args(argv)
 
@@ -138,8 +144,13 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     profile = json.loads(args.profile_json.read_text())
     params = load_params(args.profile or profile["profile"], **json.loads(args.set))
-    est = estimate(profile, params, tuple(args.inits), args.clock, args.scale)
-    print(f"{params.profile} {args.set}: inits {', '.join(args.inits)}; {args.clock} seconds × {args.scale}")
+    scale = dict(item.split("=", 1) if "=" in item else ("default", item) for item in args.scale)
+    try:
+        scale = {k: float(v) for k, v in scale.items()}
+    except ValueError:
+        raise SystemExit(f"--scale {' '.join(args.scale)}: expected numbers, e.g. 0.36 or finetune=0.36") from None
+    est = estimate(profile, params, tuple(args.inits), args.clock, scale)
+    print(f"{params.profile} {args.set}: inits {', '.join(args.inits)}; {args.clock} seconds × {scale}")
     for figure, seconds in est["per_figure"].items():
         runs = ", ".join(f"{n} {e}" for e, n in est["runs"][figure].items())
         print(f"  {figure:<6} {seconds:>8.0f} s  ({runs})")
