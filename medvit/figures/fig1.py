@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import create_transform
+from ..features import FeatureCache
 from ..knn import knn_evaluate
 from ..models import create_model
 from ..params import Params
@@ -53,9 +54,10 @@ def _knn(run: Run, params: Params, device) -> dict:
     seed_everything(params.seed_for(run.repetition))
     model = create_model(run.model, run.init, num_outputs=0, in_chans=info.channels, img_size=params.img_size)
     tf = create_transform(info, params.img_size, train=False)
+    features = FeatureCache(store_root(params) / "features_cache")  # extracted once per images × weights
     out = knn_evaluate(model, splits["train"].with_transform(tf), splits["test"].with_transform(tf),
                        k=params.knn_k, temperature=params.knn_temperature, device=device,
-                       num_workers=params.num_workers)
+                       num_workers=params.num_workers, extract=features.extract)
     m = out["metrics"]
     root = store_root(params)
     save_predictions(root, run.run_id, splits["test"].labels, out["scores"])
