@@ -47,7 +47,7 @@ def execute_run(run: Run, params: Params, store: ResultsStore, device=None, forc
     with store.claim(run.run_id) as claim:
         if claim is None:
             return {"run_id": run.run_id, "status": "", "skipped": "claimed", "holder": store.holder(run.run_id)}
-        if not force:
+        if not force and run.experiment in EXPERIMENTS:  # an unknown one fails below, with its failed row
             current = settings_hash(run, params)
             done = [r for r in store.run_rows(run.run_id)
                     if r["status"] == "ok" and r.get("settings_hash") == current]
@@ -60,8 +60,9 @@ def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict
     clock = timed()
     row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
            "repetition": run.repetition, "profile": params.profile, "seed": params.seed_for(run.repetition),
-           "settings_hash": settings_hash(run, params), "params_hash": params.hash, "params": params.to_dict()}
+           "settings_hash": "", "params_hash": params.hash, "params": params.to_dict()}
     try:
+        row["settings_hash"] = settings_hash(run, params)
         device = resolve_device(params) if device is None else torch.device(device)
         row.update(provenance(device))
         row.update(experiment(run.experiment).execute(run, params, device), status="ok", reason="")
