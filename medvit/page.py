@@ -224,6 +224,7 @@ table.medvit-table tbody tr:nth-child(odd) { background: rgba(128, 128, 128, 0.0
 p.medvit-caption { font-size: 0.8em; margin: 0 0 0.3em 0; opacity: 0.85; }
 ol.medvit-notes { font-size: 0.8em; margin: 0 0 1em 0; padding-left: 1.6em; }
 div.medvit-not-run { font-size: 0.9em; }
+div.medvit-not-run, div.medvit-findings, ol.medvit-notes, p.medvit-caption { overflow-wrap: anywhere; }
 div.medvit-not-run p { margin-bottom: 0.2em; }
 p.medvit-provenance { font-size: 0.78em; opacity: 0.75; margin-top: 0.6em; overflow-wrap: anywhere; }
 div.medvit-about details { font-size: 0.9em; margin: 0.3em 0; }

@@ -57,8 +57,14 @@ window.addEventListener('load', () => { setTimeout(() => {
     else if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible')
       wide.push(describe(el) + ' scrolls: ' + el.scrollWidth + ' > ' + el.clientWidth);
   }
+  const spilling = [];  // text wider than its own line box (a long unbreakable word), shown or cut off
+  for (const el of article.querySelectorAll('p, li, figcaption, dd, summary, h1, h2, h3')) {
+    if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)
+      spilling.push(describe(el) + ' ' + el.scrollWidth + ' > ' + el.clientWidth);
+  }
   parent.postMessage(JSON.stringify({frame: window.name, width: width, scrollWidth: root.scrollWidth,
-                                     sticking: sticking.slice(0, 20), wide: wide.slice(0, 20)}), '*');
+                                     sticking: sticking.slice(0, 20), wide: wide.slice(0, 20),
+                                     spilling: spilling.slice(0, 20)}), '*');
 }, 200); });
 """
 HOST = """<html><body style="margin:0">{frames}
@@ -111,7 +117,8 @@ def layout(pages, width: int) -> list[dict]:
 
 def overflow(pages, width: int, strict_column=()) -> list[str]:
     """What does not fit at ``width`` px: each page that scrolls sideways, with the elements that stick out;
-    for the pages in ``strict_column`` also every table, image or figure wider than the article's column."""
+    text wider than its paragraph or list item (a long word that is cut off or spills); for the pages in
+    ``strict_column`` also every table, image or figure wider than the article's column."""
     problems = []
     strict = {Path(p).resolve() for p in strict_column}
     for page, got in zip(pages, layout(pages, width)):
@@ -119,6 +126,8 @@ def overflow(pages, width: int, strict_column=()) -> list[str]:
         if got["scrollWidth"] > got["width"] + 1:
             problems.append(f"{name} at {width} px scrolls sideways ({got['scrollWidth']} > {got['width']} px): "
                             + "; ".join(got["sticking"]))
+        if got["spilling"]:
+            problems.append(f"{name} at {width} px: text wider than its line: " + "; ".join(got["spilling"]))
         if Path(page).resolve() in strict and got["wide"]:
             problems.append(f"{name} at {width} px: wider than the text column: " + "; ".join(got["wide"]))
     return problems
@@ -206,10 +215,14 @@ def test_overflow_catches_a_page_wider_than_a_phone_and_a_table_wider_than_its_c
                     '</table></main></body></html>')
     boxed.write_text('<html><body><main><div class="medvit-table-box" style="overflow-x:auto">'
                      '<table style="width:900px"><tr><td>t</td></tr></table></div></main></body></html>')
-    problems = overflow([fits, wide, boxed], WIDTHS["phone"], strict_column=[fits, boxed])
-    assert len(problems) == 2, problems
+    cut = tmp_path / "cut.html"  # a long word in a box that hides what overflows: the page is still, the word cut
+    cut.write_text('<html><body><main><div style="overflow:hidden"><ul><li>checkpoint ' + "x_" * 80 +
+                   '</li></ul></div></main></body></html>')
+    problems = overflow([fits, wide, boxed, cut], WIDTHS["phone"], strict_column=[fits, boxed])
+    assert len(problems) == 3, problems
     assert problems[0].startswith("wide.html at 390 px scrolls sideways (800 > 390 px)") and 'table "wide"' in problems[0]
     assert problems[1].startswith("boxed.html at 390 px: wider than the text column") and "scrolls: " in problems[1]
+    assert problems[2].startswith('cut.html at 390 px: text wider than its line: li "checkpoint x_x_')
     assert overflow([wide], WIDTHS["desktop"]) == [], "800 px fit a desktop"
 
 
