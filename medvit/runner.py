@@ -97,13 +97,16 @@ def page_notebook(source: str | Path):
 
 
 def _prepare_for_book(path: Path) -> None:
-    """Tag papermill's parameter cells ``hide-cell`` (the book shows them collapsed), and drop widget views
+    """Tag the parameter cell ``hide-cell`` (the book shows it collapsed) and papermill's injected one
+    ``remove-cell`` (its values name the building machine's folders), and drop widget views
     (tqdm's notebook bars): papermill saves no widget state, so they cannot render, and inside a figure
     cell they would become a second, empty figure."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
-        if ("parameters" in tags or "injected-parameters" in tags) and "hide-cell" not in tags:
+        if "injected-parameters" in tags:  # papermill's values (an absolute results_dir): not for the reader
+            cell["metadata"]["tags"] = [t for t in tags if t != "hide-cell"] + ["remove-cell"]
+        elif "parameters" in tags and "hide-cell" not in tags:
             cell["metadata"]["tags"] = [*tags, "hide-cell"]
         if "outputs" in cell:
             cell["outputs"] = [o for o in cell["outputs"] if WIDGET_VIEW not in o.get("data", {})]

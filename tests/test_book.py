@@ -276,10 +276,11 @@ def test_executed_notebooks_get_collapsed_parameters_and_no_unrenderable_widget_
               "data": {runner.WIDGET_VIEW: {"model_id": "x"}, "text/plain": "HBox()"}}
     image = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR", "text/plain": "<Figure>"}}
     nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "", "outputs": []},
-                    {"cell_type": "code", "metadata": {}, "source": "", "outputs": [widget, image]}]}
+                    {"cell_type": "code", "metadata": {}, "source": "", "outputs": [widget, image]},
+                    {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "", "outputs": []}]}
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(nb))
     runner._prepare_for_book(path)
     cells = json.loads(path.read_text())["cells"]
-    assert "hide-cell" in cells[0]["metadata"]["tags"]
+    assert "remove-cell" in cells[0]["metadata"]["tags"] and "hide-cell" in cells[2]["metadata"]["tags"]
     assert cells[1]["outputs"] == [image]

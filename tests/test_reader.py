@@ -379,9 +379,6 @@ def test_no_page_shows_the_machine_that_built_it(book):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="medvit.runner tags papermill's injected-parameters cell hide-cell: the "
-                                       "cell, with the absolute results_dir, is in the page (collapsed); tagging it "
-                                       "remove-cell in runner._prepare_for_book removes it")
 def test_the_injected_parameters_are_not_in_the_page(book):
     html, _, _ = book
     for page in pages(html):
