@@ -42,9 +42,14 @@ def shared_data() -> Path:
 def offline_safe_settings(monkeypatch):
     """No test sees the user's local weights folder or params folder unless it sets them itself
     (``monkeypatch.setenv("MEDVIT_WEIGHTS_DIR", tmp_path)``): pretrained inits are tested only with
-    checkpoints the tests write, and profiles come from the repository's ``params/``."""
+    checkpoints the tests write, and profiles come from the repository's ``params/``; nor make's recursion
+    state, which `make test` exports."""
     monkeypatch.delenv("MEDVIT_WEIGHTS_DIR", raising=False)
     monkeypatch.delenv("MEDVIT_PARAMS_DIR", raising=False)
+    # Under `make test` (CI) make exports its recursion state; a test that runs `make` itself must see what a
+    # user's shell sees, not a sub-make ("make[1]: Entering directory ..." lines, inherited flags).
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
