@@ -90,7 +90,8 @@ def _launch(args) -> int:
         options = {"gpus": args.gpus}
     else:
         options = {"dry_run": args.dry_run}
-    report = launch(params, args.launcher, figures=figures, force=args.force, **options)
+    report = launch(params, args.launcher, figures=figures, force=args.force,
+                    retry_unavailable=args.retry_unavailable, **options)
     print(report.summary(), flush=True)
     return 1 if report.failed else 0
 
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", default="quick")
     rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. fig1 fig3 (default: all)")
     rep.add_argument("--force", action="store_true", help="redo runs already in the results store")
+    rep.add_argument("--retry-unavailable", action="store_true",
+                     help="with --launcher: submit again the runs that were unavailable (weights or data missing) "
+                          "when last tried; without --launcher they are always tried again")
     rep.add_argument("--results-dir", help="results folder (default: the profile's results_dir)")
     rep.add_argument("--book-dir", help="where the executed pages go (default: the checkout, or ./medvit-book\n"
                                         "when medvit is installed)")

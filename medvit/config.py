@@ -2,11 +2,15 @@
 
 ``TrainConfig`` is the one configuration of the one training loop (``medvit.train.fit``), used by
 classification fine-tuning (``Params.train``) and segmentation (``Params.seg_train``); its defaults are
-the authors' protocol (docs/protocol.md §4–§5). ``SlurmConfig`` holds the resources of a Slurm job
+the authors' protocol (docs/protocol.md §4–§5). ``DinoConfig`` is in-domain DINO pretraining's
+(``Params.dino``, ``medvit.pretrain.pretrain_dino``), with the authors' DINO settings. ``SlurmConfig`` holds the resources of a Slurm job
 (``Params.slurm``). No heavy imports here: the command line's help reads this module.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -48,6 +52,71 @@ class SlurmConfig:
     qos: str | None = None
 
 
+@dataclass(frozen=True)
+class DinoConfig:
+    """DINO's settings. Defaults: the authors' (``medical_transformers``: ``params.json``'s ``DINO`` block and
+    optimiser, ``self_supervised/DINO/{models,trainer,wrappers}.py``, its ``augmentation_strategy.json``);
+    where lightly's default differs, the comment says so and the authors' value is the one kept."""
+
+    epochs: int = 300  # the authors' DINO stage (CVAMD): 300
+    batch_size: int = 64  # authors: 64, the last partial batch dropped
+    img_size: int = 224  # global crop = the run's input size; authors: 224 (after Resize 256, kept: resize_size)
+    n_local_crops: int = 6  # authors: 6 (lightly: 6)
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)  # authors: 0.4-1 (lightly: same)
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)  # authors: 0.05-0.4 (lightly: same); size: local_crop_size
+    out_dim: int = 4096  # authors' projection_size 4096 (lightly and DINO: 65536; kept 4096)
+    hidden_dim: int = 2048  # authors' DINOHead: 2048 (lightly: same)
+    bottleneck_dim: int = 256  # authors: 256 (lightly: same); no batch norm in the head (both)
+    norm_last_layer: bool = True  # authors: True (lightly: same)
+    freeze_last_layer_epochs: int = 1  # authors' freeze_last_for=1 (lightly's head: -1, never; kept 1)
+    warmup_teacher_temp: float = 0.04  # authors: 0.04 (lightly: same)
+    teacher_temp: float = 0.07  # authors: 0.07 (lightly: 0.04; kept 0.07)
+    warmup_teacher_temp_epochs: int = 30  # authors: 30 (lightly: same)
+    student_temp: float = 0.1  # authors: 0.1 (lightly: same)
+    center_momentum: float = 0.9  # authors: 0.9 (lightly: same)
+    momentum_start: float = 0.99  # teacher EMA, cosine to momentum_end over all steps; authors: 0.99 (DINO: 0.996)
+    momentum_end: float = 1.0  # authors: 1.0
+    lr: float = 1e-4  # authors: Adam, lr 1e-4, no batch-size scaling (DINO: AdamW, 5e-4 x batch/256)
+    min_lr: float = 1e-6  # authors' CosineAnnealingLR eta_min: 1e-6
+    warmup_iters: int = 500  # authors' LinearWarmup: 500 iterations, from warmup_lr
+    warmup_max_fraction: float = 1.0  # cap warm-up at this fraction of all iterations; authors: no cap (1.0)
+    warmup_lr: float = 1e-8  # authors' LinearWarmup eta_min: 1e-8
+    weight_decay: float = 1e-5  # authors: 1e-5 (Adam's L2), cosine to weight_decay_end; not on biases / norms
+    weight_decay_end: float = 0.4  # authors' decay_scheduler final value: 0.4
+    grad_clip: float = 1.0  # authors' grad_clipping: 1.0 (global norm)
+    drop_path_rate: float = 0.1  # stochastic depth of a ViT student; authors: 0.1 (transformers only)
+    seed: int = 0  # heads' init, crops and batch order (each epoch reseeded: seed + epoch)
+
+    def __post_init__(self):
+        positive = ("epochs", "img_size", "out_dim", "hidden_dim", "bottleneck_dim", "lr", "teacher_temp",
+                    "warmup_teacher_temp", "student_temp", "grad_clip")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DinoConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        non_negative = ("n_local_crops", "freeze_last_layer_epochs", "warmup_teacher_temp_epochs", "warmup_iters",
+                        "min_lr", "warmup_lr", "weight_decay", "weight_decay_end", "drop_path_rate")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"DinoConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"DinoConfig.batch_size must be >= 2 (centering and the feature std need a batch), "
+                             f"got {self.batch_size}")
+        for name in ("global_crop_scale", "local_crop_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"DinoConfig.{name} must be (lo, hi) with 0 < lo <= hi <= 1, got {(lo, hi)}")
+        for name in ("center_momentum", "momentum_start", "momentum_end", "warmup_max_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"DinoConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting: two configs share it only if they train the same way."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
 def _positive(v) -> bool:
     return v > 0
 
@@ -80,6 +149,7 @@ RANGES = {
     "seg_img_size": (lambda v: v > 0 and v % 16 == 0, "a positive multiple of 16 (the ViTs' patch size)"),
     "train_subset": (_non_negative, "an integer >= 0 (0: the whole training split)"),
     "num_workers": (_non_negative, "an integer >= 0"),
+    "cpu_runs": (_positive, "an integer >= 1 (runs done at once on a CPU)"),
     "checkpoint_repetitions": (_non_negative, "an integer >= 0"),
     "knn_k": (_positive, "an integer >= 1"),
     "knn_temperature": (_positive, "a number > 0 (the vote weights are exp(similarity / T))"),

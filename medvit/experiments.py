@@ -10,8 +10,11 @@ is raised.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +24,7 @@ from .figures import EXPERIMENTS, FIGURES, experiment, figure
 from .models import WeightsUnavailableError
 from .params import Params
 from .results import ResultsStore, provenance, timed
-from .runs import Run, RunUnavailable, resolve_device
+from .runs import PRETRAIN_DINO, Run, RunUnavailable, pretraining_run, resolve_device
 
 
 def plan(params: Params, name: str) -> list[Run]:
@@ -34,7 +37,7 @@ def results_store(params: Params) -> ResultsStore:
 
 
 def settings_hash(run: Run, params: Params) -> str:
-    return experiment(run.experiment).settings_hash(params)
+    return experiment(run.experiment).settings_hash(params, run)
 
 
 def execute_run(run: Run, params: Params, store: ResultsStore, device=None, force: bool = False) -> dict:
@@ -97,6 +100,82 @@ def current_rows(params: Params, runs: list[Run], store: ResultsStore) -> tuple[
     return rows.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True), other
 
 
+def prerequisites(run: Run) -> list[Run]:
+    """The runs whose outputs ``run`` reads (``Experiment.needs``, per run): the in-domain DINO pretraining its
+    init starts from, and the run of repetition 0 of an experiment whose checkpoint it reads (Fig 5's
+    fine-tuned attention reads the ``finetune`` checkpoint of the same dataset, model and init)."""
+    needs = EXPERIMENTS[run.experiment].needs if run.experiment in EXPERIMENTS else ()
+    out = []
+    for need in needs:
+        pre = pretraining_run(run) if need == PRETRAIN_DINO else Run(need, run.dataset, run.model, run.init, 0)
+        if pre is not None:
+            out.append(pre)
+    return out
+
+
+def waves(runs: list[Run]) -> list[list[Run]]:
+    """``runs`` in waves: a run comes after the runs among ``runs`` that it reads (:func:`prerequisites`), so a
+    launcher can start every run of a wave at once (pretrainings, then what starts from them, then what reads
+    their fine-tuned checkpoints); the others start in the first wave."""
+    present = set(runs)
+    levels: dict[Run, int] = {}
+
+    def level(run: Run, seen=()) -> int:
+        if run not in levels:
+            if run in seen:
+                raise ValueError(f"runs read each other in a cycle: {' -> '.join(r.run_id for r in (*seen, run))}")
+            levels[run] = 1 + max((level(p, (*seen, run)) for p in prerequisites(run) if p in present), default=-1)
+        return levels[run]
+
+    by_level: dict[int, list[Run]] = {}
+    for run in runs:
+        by_level.setdefault(level(run), []).append(run)
+    return [by_level[i] for i in sorted(by_level)]
+
+
+def cpu_workers(params: Params, device: torch.device) -> int:
+    """How many runs ``run_experiment`` does at once: ``params.cpu_runs`` on a CPU (each with its share of
+    the cores as intra-op threads), one on a GPU (the GPU is what they would share)."""
+    return max(1, params.cpu_runs) if device.type == "cpu" else 1
+
+
+def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, force: bool):
+    """(run, row, seconds) for each of ``runs`` as it ends: one after the other, or with ``cpu_workers`` > 1 in
+    that many worker processes, wave by wave (a run starts after the runs it reads), each with its share of
+    the cores as threads. A run that fails has its failed row written; the others still run, and the first
+    failure is raised at the end."""
+    workers = min(cpu_workers(params, device), len(runs))
+    if workers <= 1:
+        for run in runs:
+            start = time.perf_counter()
+            yield run, execute_run(run, params, store, device, force=force), time.perf_counter() - start
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    failures = []
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or CUDA state
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for wave in waves(runs):
+            threads = max(1, cores // min(workers, len(wave)))  # a short wave's runs share the cores
+            futures = {pool.submit(_timed_run, run, params, str(store.root), str(device), force, threads): run
+                       for run in wave}
+            for future in as_completed(futures):
+                try:
+                    row, seconds = future.result()
+                except Exception as err:  # its failed row is in the store; the message says which run
+                    failures.append(err)
+                    continue
+                yield futures[future], row, seconds
+    if failures:
+        raise failures[0]
+
+
+def _timed_run(run: Run, params: Params, root: str, device: str, force: bool, threads: int) -> tuple[dict, float]:
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    row = execute_run(run, params, ResultsStore(Path(root)), device, force=force)
+    return row, time.perf_counter() - start
+
+
 def run_experiment(params: Params, name: str, force: bool = False, progress: bool = True) -> pd.DataFrame:
     """Do the figure's runs that the store lacks under the current settings (all with ``force``); return
     the rows that count, one per run. Prints one line per finished run and a summary."""
@@ -110,9 +189,7 @@ def run_experiment(params: Params, name: str, force: bool = False, progress: boo
               flush=True)
     device = resolve_device(params)
     elsewhere = 0
-    for i, run in enumerate(todo, 1):
-        start = time.perf_counter()
-        row = execute_run(run, params, store, device, force=force)
+    for i, (run, row, seconds) in enumerate(_execute_all(todo, params, store, device, force), 1):
         if row.get("skipped") == "claimed":
             elsewhere += 1
             holder = row["holder"] or {}
@@ -121,8 +198,7 @@ def run_experiment(params: Params, name: str, force: bool = False, progress: boo
             continue
         value = f"{row['metric']} {row['value']:.4f}" if row["status"] == "ok" else row["reason"].splitlines()[0][:90]
         what = "done meanwhile by another process" if row.get("skipped") == "done" else row["status"]
-        print(f"  [{i}/{len(todo)}] {run.run_id}: {what}, {value} ({time.perf_counter() - start:.0f} s)",
-              flush=True)
+        print(f"  [{i}/{len(todo)}] {run.run_id}: {what}, {value} ({seconds:.0f} s)", flush=True)
     rows, other = current_rows(params, runs, store)
     counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
     print(f"{name}: {len(runs)} runs; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed"))
@@ -132,4 +208,4 @@ def run_experiment(params: Params, name: str, force: bool = False, progress: boo
     return rows
 
 
-__all__ = ["EXPERIMENTS", "FIGURES", "plan", "execute_run", "run_experiment", "results_store", "current_rows"]
+__all__ = ["EXPERIMENTS", "FIGURES", "plan", "execute_run", "run_experiment", "results_store", "current_rows", "waves"]

@@ -40,7 +40,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .experiments import EXPERIMENTS, FIGURES, execute_run, plan, results_store
+from .experiments import EXPERIMENTS, FIGURES, current_rows, execute_run, plan, results_store, waves
 from .runs import Run
 from .params import Params, load_params
 
@@ -76,30 +76,28 @@ def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
 
 
 def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:
-    """``run_id -> (state, reason)``: the status of the row that counts (``ResultsStore.rows``: the newest ``ok``
-    row, else the newest row; ok | unavailable | failed), else ``missing``."""
-    rows = results_store(params).rows()
-    newest = {r["run_id"]: (r["status"], r["reason"] if isinstance(r.get("reason"), str) else "")
-              for r in rows.to_dict("records")}
+    """``run_id -> (state, reason)``: the status of the row that counts under the current settings
+    (``experiments.current_rows``: the newest ``ok`` row, else the newest row; ok | unavailable | failed),
+    else ``missing`` (no row, or only rows made with other settings)."""
+    rows, _ = current_rows(params, runs, results_store(params))
+    newest = {} if rows.empty else {
+        r["run_id"]: (r["status"], r["reason"] if isinstance(r.get("reason"), str) else "")
+        for r in rows.to_dict("records")}
     return {r.run_id: newest.get(r.run_id, ("missing", "")) for r in runs}
 
 
-def pending_runs(params: Params, figures: list[str] | None = None, force: bool = False) -> list[Run]:
-    """The grid's runs that are not done (no ``ok`` row: missing, failed or unavailable, since
-    weights may have been provided since); every run with ``force``."""
+def pending_runs(params: Params, figures: list[str] | None = None, force: bool = False,
+                 retry_unavailable: bool = False) -> list[Run]:
+    """The grid's runs to submit: missing (or made with other settings) and failed ones; those that were
+    ``unavailable`` under the current settings (weights or data not on the machine) only with
+    ``retry_unavailable``, since a job that finds them still missing costs a slot in the queue; every
+    run with ``force``."""
     runs = grid_runs(params, figures)
     if force:
         return runs
-    done = results_store(params).done()
-    return [r for r in runs if r.run_id not in done]
-
-
-def waves(runs: list[Run]) -> list[list[Run]]:
-    """``runs`` split so that runs of an experiment that ``NEEDS`` others come after the runs they read."""
-    needs = {name: e.needs for name, e in EXPERIMENTS.items()}  # an unknown experiment fails in its own job
-    later = [r for r in runs if set(needs.get(r.experiment, ())) & {x.experiment for x in runs}]
-    first = [r for r in runs if r not in later]
-    return [w for w in (first, later) if w]
+    states = run_states(params, runs)
+    skip = {"ok"} if retry_unavailable else {"ok", "unavailable"}
+    return [r for r in runs if states[r.run_id][0] not in skip]
 
 
 def execute_job(run: Run, params: Params, force: bool = False, execute: Callable | None = None) -> dict:
@@ -416,7 +414,7 @@ def dry_run_text(params: Params, runs: list[Run], signal_delay_s: int = SIGNAL_D
     lines = [f"slurm dry run: {len(runs)} run(s) to submit (profile {params.profile}); nothing is submitted",
              f"job folders: {_jobs_folder(params)}/<array id>_<task>/ (logs: <array id>_<task>_0_log.err / .out)"]
     for i, wave in enumerate(waves(runs)):
-        after = " (submitted when the first array has ended: its runs read that array's checkpoints)" if i else ""
+        after = (f" (submitted when array {i} has ended: its runs read that array's checkpoints)" if i else "")
         lines.append(f"job array {i + 1}: {len(wave)} task(s){after}")
         lines.append("  sbatch " + " ".join(sbatch_options(params, len(wave), signal_delay_s)))
         lines += [f"  task {t:>3}: {run.run_id}" for t, run in enumerate(wave)]
@@ -584,7 +582,7 @@ LAUNCHERS: dict[str, Callable[..., LaunchReport]] = {"local": launch_local, "slu
 
 
 def launch(params: Params, launcher: str, figures: list[str] | None = None, force: bool = False,
-           log=print, **options) -> LaunchReport:
+           retry_unavailable: bool = False, log=print, **options) -> LaunchReport:
     """Run the grid's pending runs (of ``figures``, default all) with ``launcher`` (``local`` | ``slurm``);
     ``options`` go to :func:`launch_local` (gpus, poll_s, progress) or :func:`launch_slurm` (dry_run, poll_s,
     progress, executor, execute, signal_delay_s). Slurm resources come from ``params.slurm``
@@ -593,12 +591,19 @@ def launch(params: Params, launcher: str, figures: list[str] | None = None, forc
         raise ValueError(f"unknown launcher {launcher!r}; expected one of {', '.join(LAUNCHERS)}")
     if not options.get("dry_run"):
         _submitit()  # one clear line before anything else when the extra is missing
-    runs = pending_runs(params, figures, force)
-    total = len(grid_runs(params, figures))
-    log(f"{launcher}: {total} runs in the grid of {', '.join(figures or FIGURES)} (profile {params.profile}), "
+    runs = pending_runs(params, figures, force, retry_unavailable)
+    grid = grid_runs(params, figures)
+    log(f"{launcher}: {len(grid)} runs in the grid of {', '.join(figures or FIGURES)} (profile {params.profile}), "
         f"{len(runs)} to do; results in {results_store(params).root}", flush=True)
+    unavailable = [] if force or retry_unavailable else [
+        (r, why) for r, (state, why) in zip(grid, run_states(params, grid).values()) if state == "unavailable"]
+    if unavailable:
+        run, why = unavailable[0]
+        log(f"{launcher}: {len(unavailable)} runs were unavailable here when last tried (e.g. {run.run_id}: "
+            f"{why.splitlines()[0][:120]}); not submitted again: --retry-unavailable submits them once their "
+            f"weights or data are in place", flush=True)
     if launcher == "slurm":
         options["log"] = log
     report = LAUNCHERS[launcher](params, runs, force=force, **options)
-    report.planned = total
+    report.planned = len(grid)
     return report

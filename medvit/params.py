@@ -5,7 +5,8 @@ overrides (``None`` means "the profile's value", so a notebook's unset parameter
 profile; a nested mapping overrides only the keys it names), and rejects unknown keys, wrongly typed
 values, values outside their range and unknown dataset / model / init names with a message naming the key,
 the value and the file. The training loop's settings are nested (``train``, ``seg_train``:
-:class:`medvit.config.TrainConfig`), as are a Slurm job's resources (``slurm``).
+:class:`medvit.config.TrainConfig`), as are in-domain DINO's (``dino``: :class:`medvit.config.DinoConfig`,
+whose ``img_size`` always equals the profile's) and a Slurm job's resources (``slurm``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import RANGES, SlurmConfig, TrainConfig
+from .config import RANGES, DinoConfig, SlurmConfig, TrainConfig
 
 from .resources import PARAMS_DIR_ENV, params_dir  # noqa: F401  (where the profiles are)
 
@@ -40,6 +41,7 @@ class Params:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 where supported, else fp16 + scaler; fp32 on CPU)
     compile: bool = False  # torch.compile the model in the training loop
     num_workers: int = 0
+    cpu_runs: int = 1  # runs done at once on a CPU, each in its own process with cores / cpu_runs threads
     seed: int = 0  # repetition r uses seed + r
     repetitions: int = 5
     datasets: tuple[str, ...] = ()
@@ -57,6 +59,11 @@ class Params:
     fig3_models: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "deit_tiny", "deit_small", "deit_base")
     fig3_inits: tuple[str, ...] = ("imagenet",)  # the paper's sweep uses ImageNet weights
     fig3_datasets: tuple[str, ...] = ()
+    # In-domain DINO (the "<start>+dino_indomain" inits, docs/protocol.md §7): one pretraining per dataset ×
+    # backbone × start init, for these datasets and backbones only; its global crop is img_size.
+    dino: DinoConfig = DinoConfig()
+    dino_datasets: tuple[str, ...] = ()
+    dino_models: tuple[str, ...] = ("resnet50", "deit_small")
     # Fig 2: DeepLabV3 segmentation (docs/protocol.md §9)
     seg_datasets: tuple[str, ...] = ()
     seg_models: tuple[str, ...] = ("resnet50", "deit_small")
@@ -119,8 +126,12 @@ def _coerce(cls, name: str, value, source: str):
                 return value
             if isinstance(value, dict):
                 return value  # merged and checked field by field in _nested
-        if origin is tuple and isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
-            return tuple(value)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            if typing.get_args(t)[:1] == (str,) and all(isinstance(x, str) for x in value):
+                return tuple(value)
+            if typing.get_args(t)[:1] == (float,) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           for x in value):
+                return tuple(float(x) for x in value)
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if origin is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -157,7 +168,10 @@ def _nested(cls, base, values: dict, source: str, prefix: str):
         value = _coerce(cls, key, value, source)
         _check_range(key, value, source if not prefix else f"{source}: {prefix.rstrip('.')}")
         changes[key] = value
-    return dataclasses.replace(base, **changes)
+    try:
+        return dataclasses.replace(base, **changes)
+    except (TypeError, ValueError) as err:  # the config's own checks (DinoConfig.__post_init__)
+        raise ParamsError(f"{source}: {prefix.rstrip('.')}: {err}") from None
 
 
 def _did_you_mean(name: str, choices) -> str:
@@ -188,11 +202,16 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
                 raise ParamsError(f"{source}: unknown parameter {key!r}{_did_you_mean(key, fields)}; "
                                   f"known: {', '.join(sorted(fields))}")
             value = _coerce(Params, key, value, source)
+            if key == "dino" and isinstance(value, dict) and "img_size" in value:
+                raise ParamsError(f"{source}: dino.img_size is not a setting: DINO's global crop is the profile's "
+                                  f"img_size")
             if isinstance(value, dict) and dataclasses.is_dataclass(fields[key].default):
                 cls = type(fields[key].default)
                 value = _nested(cls, resolved.get(key, fields[key].default), value, source, f"{key}.")
             _check_range(key, value, source)
             resolved[key] = value
+    resolved["dino"] = dataclasses.replace(resolved.get("dino", DinoConfig()),
+                                           img_size=resolved.get("img_size", Params.img_size))
     params = Params(**resolved)
     _check_names(params, {k: "override" if overrides.get(k) is not None else str(path) for k in fields})
     return params
@@ -212,6 +231,17 @@ def _check_names(params: Params, sources: dict[str, str]) -> None:
             if name not in kinds[kind]:
                 raise ParamsError(f"{sources[f.name]}: {f.name} names unknown {kind[:-1]} {name!r}"
                                   f"{_did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
+    indomain = [(f.name, i) for f in dataclasses.fields(Params) if f.name.endswith("_inits")
+                for i in getattr(params, f.name) if i.endswith("+dino_indomain")]
+    seg = [i for i in params.seg_inits if i.endswith("+dino_indomain")]
+    if seg:
+        raise ParamsError(f"{sources['seg_inits']}: seg_inits names {seg[0]!r}: segmentation starts from the paper's "
+                          f"inits only (random, imagenet, dino); in-domain DINO is pretrained for the "
+                          f"classification datasets (Fig 1)")
+    if indomain and not params.dino_datasets:
+        name, init = indomain[0]
+        raise ParamsError(f"{sources[name]}: {name} names {init!r}, but dino_datasets is empty: name the datasets "
+                          f"to pretrain on in-domain (dino_datasets: [...])")
     for name in params.dataset_options:
         if name not in kinds["datasets"]:
             raise ParamsError(f"{sources['dataset_options']}: dataset_options names unknown dataset {name!r}"

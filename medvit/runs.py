@@ -19,6 +19,11 @@ from .params import Params, settings_hash
 from .results import atomic_torch_save, run_id
 
 
+PRETRAIN_DINO = "pretrain_dino"  # the experiment of the in-domain DINO pretrainings (medvit.figures.fig1)
+DATA_SETTINGS = ("seed", "dataset_options", "img_size", "train_subset")  # the Params fields a run's data reads
+PRETRAIN_SETTINGS = (*DATA_SETTINGS, "dino")
+
+
 class RunUnavailable(RuntimeError):
     """A run's prerequisite cannot be had here (weights offline, data not downloaded, a checkpoint not yet
     made): its row is ``unavailable`` with this message as the reason, never a substitute."""
@@ -46,25 +51,76 @@ class Experiment:
     """One kind of run: ``execute(run, params, device) -> row fields`` (metric, value, metrics, ...).
 
     ``settings``: the Params fields whose values change its result: a stored row made with other values is
-    stale and the run is done again. ``needs``: experiments whose runs must finish first (it reads their
-    checkpoints), which the launchers use to order their waves."""
+    stale and the run is done again (a run from an in-domain DINO init also reads the pretraining's
+    settings). ``needs``: experiments whose runs must finish first (it reads their checkpoints), which the
+    launchers use to order their waves."""
 
     name: str
     execute: Callable[[Run, Params, torch.device], dict]
     settings: tuple[str, ...]
     needs: tuple[str, ...] = ()
 
-    def settings_hash(self, params: Params) -> str:
-        return settings_hash(params.settings(self.settings))
+    def settings_hash(self, params: Params, run: Run) -> str:
+        keys = self.settings + (PRETRAIN_SETTINGS if pretraining_run(run) is not None else ())
+        return settings_hash(params.settings(dict.fromkeys(keys)))
 
 
 
 def grid(experiment: str, params: Params, models, inits, datasets) -> list[Run]:
-    """Runs of ``experiment`` for datasets × models × inits (those that exist) × repetitions."""
-    from .models import model_inits
-
-    return [Run(experiment, d, m, i, r) for d in datasets for m in models for i in inits if i in model_inits(m)
+    """Runs of ``experiment`` for datasets × models × inits (those that exist) × repetitions; an in-domain
+    DINO init only where its pretraining is planned (``params.dino_datasets`` × ``params.dino_models``)."""
+    return [Run(experiment, d, m, i, r) for d in datasets for m in models for i in inits if runs_here(params, d, m, i)
             for r in range(params.repetitions)]
+
+
+def runs_here(params: Params, dataset: str, model: str, init: str) -> bool:
+    """Whether (dataset, model, init) is in the profile's grid: the init exists for the backbone, and an
+    in-domain DINO init is pretrained for this dataset and backbone."""
+    from .models import indomain_start, model_inits
+
+    if init not in model_inits(model):
+        return False
+    return indomain_start(init) is None or (dataset in params.dino_datasets and model in params.dino_models)
+
+
+def pretraining_run(run: Run) -> Run | None:
+    """The in-domain DINO pretraining that ``run`` starts from (one per dataset × backbone × start init,
+    shared by every repetition and experiment), or None for the other inits."""
+    from .models import indomain_start
+
+    if indomain_start(run.init) is None:
+        return None
+    return Run(PRETRAIN_DINO, run.dataset, run.model, run.init, 0)
+
+
+def with_pretraining(runs: list[Run]) -> list[Run]:
+    """``runs`` preceded by the in-domain DINO pretrainings they start from, each once."""
+    first = list(dict.fromkeys(p for p in map(pretraining_run, runs) if p is not None and p not in runs))
+    return first + runs
+
+
+def pretraining_checkpoint(params: Params, run: Run) -> Path:
+    """Where the pretraining of ``run`` (a pretraining run, or one that starts from it) is kept:
+    ``<results_dir>/<profile>/pretrain/<run_id>__<settings hash>.pt``. The hash is that of the settings
+    the pretraining reads (data and ``dino``), so other settings name another file: a stale checkpoint is
+    never reused."""
+    pre = pretraining_run(run) or run
+    digest = settings_hash(params.settings(PRETRAIN_SETTINGS))
+    return Path(params.results_dir) / params.profile / "pretrain" / f"{pre.run_id}__{digest}.pt"
+
+
+def pretrained_weights(params: Params, run: Run) -> Path | None:
+    """The in-domain DINO checkpoint ``run`` starts from (``create_model``'s ``weights_file``, which refuses an
+    unfinished one), None for the other inits; none made under the current settings makes the run
+    unavailable, with the file and what to run."""
+    pre = pretraining_run(run)
+    if pre is None:
+        return None
+    path = pretraining_checkpoint(params, run)
+    if not path.is_file():
+        raise RunUnavailable(f"{run.run_id} starts from the in-domain DINO pretraining {pre.run_id}, which has no "
+                             f"checkpoint under the current settings ({path}): run {pre.run_id} first")
+    return path
 
 
 def resolve_device(params: Params) -> torch.device:

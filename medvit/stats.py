@@ -239,3 +239,37 @@ def gap_table(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MARGIN
             line["reason"] = "; ".join(notes)
             out.append(line)
     return pd.DataFrame(out, columns=COLUMNS)
+
+
+INIT_GAP_COLUMNS = ["experiment", "dataset", "model", "init", "baseline", "metric", "gap", "ci_low", "ci_high",
+                    "n_images", "n_init", "n_baseline"]
+
+
+def init_gap_table(rows: pd.DataFrame, root, init: str, baseline: str = "random", n_resamples: int = N_RESAMPLES,
+                   confidence: float = CONFIDENCE, seed: int = 0) -> pd.DataFrame:
+    """What an init changes for one backbone: per evaluation × dataset × model where both ran, the
+    difference ``init`` − ``baseline`` in the target metric (mean over each init's repetitions) and its
+    bootstrap interval, paired over the test images as :func:`paired_gap` pairs two models (e.g. in-domain
+    DINO from a random start against no pretraining at all). Only ``ok`` runs with stored predictions count."""
+    out = []
+    ok = rows[(rows["status"] == "ok") & rows["init"].isin([init, baseline])] if not rows.empty else rows
+    for (experiment, dataset, model), g in ok.groupby(["experiment", "dataset", "model"], sort=False):
+        sides = {}
+        for name in (init, baseline):
+            sides[name] = []
+            for r in g[g["init"] == name].sort_values("repetition").itertuples():
+                try:
+                    sides[name].append((load_predictions(root, r.run_id), r.metrics))
+                except FileNotFoundError:
+                    continue
+        if not sides[init] or not sides[baseline]:
+            continue
+        labels, metrics = sides[init][0][0].labels, sides[init][0][1]
+        metric = next(m for m in g["metric"] if m)
+        gap = paired_gap(task_of(metrics), metric, labels, [p.scores for p, _ in sides[init]],
+                         [p.scores for p, _ in sides[baseline]], n_resamples=n_resamples, confidence=confidence,
+                         seed=seed)
+        out.append({"experiment": experiment, "dataset": dataset, "model": model, "init": init, "baseline": baseline,
+                    "metric": metric, "gap": gap.gap, "ci_low": gap.low, "ci_high": gap.high,
+                    "n_images": gap.n_images, "n_init": gap.n_cnn, "n_baseline": gap.n_vit})
+    return pd.DataFrame(out, columns=INIT_GAP_COLUMNS)

@@ -14,7 +14,8 @@ import pytest
 from medvit.cli import main
 from types import SimpleNamespace
 
-from medvit.experiments import FIGURES, plan
+from medvit import load_params
+from medvit.experiments import FIGURES, plan, settings_hash
 from medvit.runs import Run
 from medvit.launch import (SlurmTask, _reattach, error_line, execute_job, grid_runs, launch, launch_local,
                            launch_params, launch_slurm, local_gpus, parse_minutes, pending_runs, run_states,
@@ -25,9 +26,10 @@ TINY = {"synthetic_shapes": {"size": 32, "num_classes": 3, "n_train": 32, "n_val
 
 
 def _row(run: Run, status: str, profile: str = "smoke") -> dict:
+    """A row of ``run`` made with the profile's settings (its settings_hash: the settings the run reads)."""
     return {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
             "repetition": run.repetition, "profile": profile, "status": status, "reason": f"because {status}",
-            "metric": "accuracy", "value": 0.5}
+            "metric": "accuracy", "value": 0.5, "settings_hash": settings_hash(run, load_params(profile))}
 
 
 def test_grid_runs_lists_each_run_once_over_every_registered_figure(tmp_path, monkeypatch):
@@ -64,8 +66,16 @@ def test_pending_runs_are_the_runs_without_an_ok_row(tmp_path):
     states = run_states(params, runs)
     assert [states[r.run_id][0] for r in runs] == ["ok", "unavailable", "failed", "ok"]
     assert states[runs[1].run_id][1] == "because unavailable"
-    assert pending_runs(params, ["fig1"]) == runs[1:3]
+    # an unavailable run is not submitted again unless asked: a job that finds its weights still missing costs
+    # a slot in the queue
+    assert pending_runs(params, ["fig1"]) == runs[2:3]
+    assert pending_runs(params, ["fig1"], retry_unavailable=True) == runs[1:3]
     assert pending_runs(params, ["fig1"], force=True) == runs
+    # a row made with other settings does not count: the run is pending again
+    changed = launch_params("smoke", tmp_path, fig1_inits=["random"], train={"epochs": 3})
+    assert run_states(changed, runs)[runs[0].run_id][0] == "missing"
+    assert [r.experiment for r in runs] == ["finetune", "finetune", "knn", "knn"]
+    assert pending_runs(changed, ["fig1"]) == runs[:3]  # train.epochs: both fine-tunings; the knn run that failed
 
 
 def test_runs_reading_finetuned_checkpoints_wait_for_a_second_wave():
@@ -189,12 +199,13 @@ def test_dry_run_prints_the_sbatch_options_and_the_tasks_and_submits_nothing(tmp
     report = launch(params, "slurm", dry_run=True, log=lambda text, **_: lines.append(text))
     text = "\n".join(lines)
     runs = pending_runs(params)
-    first, second = waves(runs)
+    first, second, third = waves(runs)  # smoke: the in-domain pretraining, fine-tuning and k-NN, Fig 5's fine-tuned
     assert report.dry_run and report.submitted == runs and report.outcomes == []
     assert ("sbatch --job-name=medvit-smoke --partition=debug --time=45 --nodes=1 --ntasks-per-node=1 "
-            f"--cpus-per-task=8 --mem=2560MB --account=lab --signal=USR2@90 --array=0-{len(first) - 1}%4") in text
+            f"--cpus-per-task=8 --mem=2560MB --account=lab --signal=USR2@90 --array=0-{len(first) - 1}%{min(4, len(first))}") in text
     assert "--gpus-per-node" not in text and "--qos" not in text
-    assert f"job array 2: {len(second)} task(s) (submitted when the first array has ended" in text
+    assert f"job array 2: {len(second)} task(s) (submitted when array 1 has ended" in text
+    assert f"job array 3: {len(third)} task(s) (submitted when array 2 has ended" in text
     for t, run in enumerate(first):
         assert f"  task {t:>3}: {run.run_id}" in text
     assert not (tmp_path / "smoke").exists()

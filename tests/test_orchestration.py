@@ -1,6 +1,7 @@
 """The bookkeeping around the executors, tested with a fake figure whose runs take milliseconds."""
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -121,3 +122,21 @@ def test_dataset_facts_are_stated_once_at_registration_and_carried_by_the_loaded
     assert paper_counterpart("retinamnist") == ("aptos2019", "analogue")
     assert paper_counterpart("aptos2019") == ("aptos2019", "same")
     assert paper_counterpart("synthetic_shapes") == (None, "none")
+
+
+def test_cpu_runs_do_the_runs_in_worker_processes_each_once(tmp_path, capsys):
+    """cpu_runs: 2 does a figure's runs two at a time in worker processes (one thread each on 2 cores): every
+    run once, its row written by a worker, the same printed line per run, nothing redone the second time."""
+    tiny = {"synthetic_shapes": {"size": 32, "num_classes": 3, "n_train": 32, "n_val": 16, "n_test": 16}}
+    params = load_params("smoke", results_dir=str(tmp_path), cpu_runs=2, fig1_models=["resnet18", "deit_tiny"],
+                         fig1_inits=["random"], train={"epochs": 1}, dataset_options=tiny, knn_k=5)
+    rows = run_experiment(params, "fig1")
+    assert len(rows) == 4 and set(rows["status"]) == {"ok"}
+    files = list((tmp_path / "smoke" / "rows").glob("*/*.json"))
+    assert len(files) == 4  # one row per run
+    pids = {int(f.name.split("-")[1]) for f in files}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2, "the rows were written by the (two) workers"
+    out = capsys.readouterr().out
+    assert out.count(": ok, ") == 4 and "4 ok, 0 unavailable, 0 failed" in out
+    run_experiment(params, "fig1")
+    assert len(list((tmp_path / "smoke" / "rows").glob("*/*.json"))) == 4

@@ -86,6 +86,24 @@ def classification_departures(params: Params, datasets, models, inits, knn: bool
     return out
 
 
+def dino_departures(params: Params, inits) -> list[str]:
+    """How the in-domain DINO pretraining departs from the authors' (only where an in-domain init is shown)."""
+    shown = [i for i in inits if i.endswith("+dino_indomain")]
+    if not shown:
+        return []
+    paper, out = protocol(), []
+    out.append(f"in-domain DINO ({', '.join(shown)}) is pretrained on {', '.join(params.dino_datasets)} for "
+               f"{', '.join(params.dino_models)} only, on the training images fine-tuning uses.")
+    ours, theirs = params.dino.to_dict(), paper.dino.to_dict()
+    changed = [f"{k} {ours[k]} instead of {theirs[k]}" for k in ours if k != "img_size" and ours[k] != theirs[k]]
+    if changed:
+        out.append(f"in-domain DINO: {'; '.join(changed)}.")
+    if "random+dino_indomain" in shown:
+        out.append("random + in-domain DINO starts from random weights; the paper's DINO row (CVAMD Table 1) starts "
+                   "from ImageNet weights (imagenet + in-domain DINO here).")
+    return out
+
+
 def segmentation_departures(params: Params) -> list[str]:
     paper, out = protocol(), []
     for d in params.seg_datasets:

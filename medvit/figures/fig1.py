@@ -1,6 +1,8 @@
 """Fig 1 — fine-tuning and k-NN: ResNet50 vs DeiT-S under random, ImageNet and DINO inits.
 
-Runs: ``finetune`` and ``knn`` for ``params.datasets`` × ``fig1_models`` × ``fig1_inits`` × repetitions.
+Runs: ``finetune`` and ``knn`` for ``params.datasets`` × ``fig1_models`` × ``fig1_inits`` × repetitions, after
+the ``pretrain_dino`` run (in-domain DINO, ``medvit.pretrain``) of each ``<start>+dino_indomain`` init's
+dataset × backbone, which every repetition and every figure that shows the init reuses.
 Book page: ``book/notebooks/fig1_finetune_knn``; figure and table: ``medvit.plots.fig1``.
 """
 from __future__ import annotations
@@ -10,18 +12,20 @@ from pathlib import Path
 from ..data import create_transform
 from ..features import FeatureCache
 from ..knn import knn_evaluate
-from ..models import create_model
+from ..models import create_model, indomain_start
 from ..params import Params
 from ..predictions import save_features, save_predictions
-from ..runs import Experiment, Run, checkpoint_path, grid, load_checkpoint, load_splits, save_checkpoint
+from ..runs import (DATA_SETTINGS, PRETRAIN_DINO, PRETRAIN_SETTINGS, Experiment, Run, checkpoint_path, grid,
+                    load_checkpoint, load_splits, pretrained_weights, pretraining_checkpoint, save_checkpoint,
+                    with_pretraining)
 from ..train import finetune, seed_everything
-from .departures import classification_departures
+from .departures import classification_departures, dino_departures
 
 NAME = "fig1"
 TITLE = "Fig 1 — Fine-tuning and k-NN: ResNet50 vs DeiT-S"
 NOTEBOOK = "fig1_finetune_knn"
 
-DATA = ("seed", "dataset_options", "img_size", "train_subset")
+DATA = DATA_SETTINGS
 
 
 def store_root(params: Params) -> Path:
@@ -35,7 +39,7 @@ def _finetune(run: Run, params: Params, device) -> dict:
     seed = params.seed_for(run.repetition)
     seed_everything(seed)
     model = create_model(run.model, run.init, num_outputs=info.num_outputs, in_chans=info.channels,
-                         img_size=params.img_size)
+                         img_size=params.img_size, weights_file=pretrained_weights(params, run))
     res = finetune(model, splits["train"], splits["val"], splits["test"], params.train, params.img_size, seed=seed,
                    device=device, precision=params.precision, compile=params.compile, num_workers=params.num_workers)
     if run.repetition < params.checkpoint_repetitions:
@@ -52,7 +56,8 @@ def _knn(run: Run, params: Params, device) -> dict:
     splits = load_splits(params, run.dataset)
     info = splits["train"].info
     seed_everything(params.seed_for(run.repetition))
-    model = create_model(run.model, run.init, num_outputs=0, in_chans=info.channels, img_size=params.img_size)
+    model = create_model(run.model, run.init, num_outputs=0, in_chans=info.channels, img_size=params.img_size,
+                         weights_file=pretrained_weights(params, run))
     tf = create_transform(info, params.img_size, train=False)
     features = FeatureCache(store_root(params) / "features_cache")  # extracted once per images × weights
     out = knn_evaluate(model, splits["train"].with_transform(tf), splits["test"].with_transform(tf),
@@ -68,18 +73,49 @@ def _knn(run: Run, params: Params, device) -> dict:
             "n_params": sum(p.numel() for p in model.parameters())}
 
 
-FINETUNE = Experiment("finetune", _finetune, settings=(*DATA, "train", "precision"))
-KNN = Experiment("knn", _knn, settings=(*DATA, "knn_k", "knn_temperature", "precision"))
-EXPERIMENTS = (FINETUNE, KNN)
+def _pretrain_dino(run: Run, params: Params, device) -> dict:
+    """In-domain DINO on the run's training split (the images fine-tuning uses; labels unused), from the
+    init's start weights; resumes its own checkpoint, so an interrupted pretraining continues."""
+    from ..pretrain import pretrain_dino  # lightly: imported only where DINO runs
+
+    train = load_splits(params, run.dataset)["train"]
+    info = train.info
+    model = create_model(run.model, indomain_start(run.init), num_outputs=0, in_chans=info.channels,
+                         img_size=params.img_size)
+    path = pretraining_checkpoint(params, run)
+    res = pretrain_dino(model, train, params.dino, device=device, checkpoint=path,
+                        amp=device.type == "cuda" and params.precision in ("auto", "bf16"),
+                        num_workers=params.num_workers)
+    last = res.history[-1]
+    return {"metric": "dino_loss", "value": last["loss"], "metrics": {k: last[k] for k in
+                                                                   ("loss", "teacher_entropy", "feature_std")},
+            "split": "train", "epochs": params.dino.epochs, "n_train": len(train), "history": res.history,
+            "iterations": res.iterations_per_epoch * params.dino.epochs, "local_crop_size": res.local_crop_size,
+            "checkpoint": path.name, "n_params": sum(p.numel() for p in model.parameters())}
+
+
+PRETRAIN = Experiment(PRETRAIN_DINO, _pretrain_dino, settings=(*PRETRAIN_SETTINGS, "precision"))
+FINETUNE = Experiment("finetune", _finetune, settings=(*DATA, "train", "precision"), needs=(PRETRAIN_DINO,))
+KNN = Experiment("knn", _knn, settings=(*DATA, "knn_k", "knn_temperature", "precision"), needs=(PRETRAIN_DINO,))
+EXPERIMENTS = (PRETRAIN, FINETUNE, KNN)
 
 
 def plan(params: Params) -> list[Run]:
-    return [r for e in ("finetune", "knn") for r in grid(e, params, params.fig1_models, params.fig1_inits,
-                                                         params.datasets)]
+    return with_pretraining([r for e in ("finetune", "knn")
+                             for r in grid(e, params, params.fig1_models, params.fig1_inits, params.datasets)])
 
 
 def departures(params: Params) -> list[str]:
-    return classification_departures(params, params.datasets, params.fig1_models, params.fig1_inits, knn=True)
+    return (classification_departures(params, params.datasets, params.fig1_models, params.fig1_inits, knn=True)
+            + dino_departures(params, params.fig1_inits))
+
+
+def split_pretraining(rows):
+    """(the in-domain DINO pretraining rows, the fine-tuning and k-NN rows) of Fig 1's rows."""
+    if rows.empty:
+        return rows, rows
+    pre = rows["experiment"] == PRETRAIN_DINO
+    return rows[pre], rows[~pre]
 
 
 def load_finetuned(params: Params, run: Run, device="cpu"):
@@ -93,4 +129,5 @@ def load_finetuned(params: Params, run: Run, device="cpu"):
     return load_checkpoint(params, run, build, device)
 
 
-__all__ = ["NAME", "TITLE", "NOTEBOOK", "EXPERIMENTS", "plan", "departures", "load_finetuned", "checkpoint_path"]
+__all__ = ["NAME", "TITLE", "NOTEBOOK", "EXPERIMENTS", "plan", "departures", "split_pretraining", "load_finetuned",
+           "checkpoint_path"]

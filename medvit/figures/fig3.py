@@ -7,8 +7,8 @@ Book page: ``book/notebooks/fig3_capacity``; figure and table: ``medvit.plots.fi
 from __future__ import annotations
 
 from ..params import Params
-from ..runs import Run, grid
-from .departures import classification_departures
+from ..runs import Run, grid, with_pretraining
+from .departures import classification_departures, dino_departures
 
 NAME = "fig3"
 TITLE = "Fig 3 — Capacity: ResNets vs DeiTs of three sizes"
@@ -17,9 +17,9 @@ EXPERIMENTS = ()  # uses Fig 1's finetune
 
 
 def plan(params: Params) -> list[Run]:
-    return grid("finetune", params, params.fig3_models, params.fig3_inits, params.fig3_datasets)
+    return with_pretraining(grid("finetune", params, params.fig3_models, params.fig3_inits, params.fig3_datasets))
 
 
 def departures(params: Params) -> list[str]:
-    return classification_departures(params, params.fig3_datasets, params.fig3_models, params.fig3_inits,
-                                     sweep=True)
+    return (classification_departures(params, params.fig3_datasets, params.fig3_models, params.fig3_inits,
+                                      sweep=True) + dino_departures(params, params.fig3_inits))

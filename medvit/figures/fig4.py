@@ -14,7 +14,7 @@ import torch
 from ..data import create_transform
 from ..models import ModelError, WeightsUnavailableError, create_model, model_inits
 from ..params import Params
-from ..runs import Run, checkpoint_path, profile_dataset
+from ..runs import Run, RunUnavailable, checkpoint_path, pretrained_weights, profile_dataset, runs_here, with_pretraining
 from ..saliency import SaliencyMaps, saliency_maps
 from .departures import dataset_departures, execution_departures
 from .fig1 import load_finetuned
@@ -27,8 +27,8 @@ EXPERIMENTS = ()  # reads Fig 1's finetune checkpoints
 
 def plan(params: Params) -> list[Run]:
     """The fine-tuned checkpoints Fig 4 shows: repetition 0 of each saliency dataset × Fig 1 backbone × init."""
-    return [Run("finetune", d, m, i, 0) for d in params.saliency_datasets for m in params.fig1_models
-            for i in params.fig1_inits if i in model_inits(m)]
+    return with_pretraining([Run("finetune", d, m, i, 0) for d in params.saliency_datasets
+                             for m in params.fig1_models for i in params.fig1_inits if runs_here(params, d, m, i)])
 
 
 def departures(params: Params) -> list[str]:
@@ -66,8 +66,9 @@ def saliency_model(params: Params, dataset: str, name: str, init: str, device="c
                                                                 f"is not shown")
     try:
         info = profile_dataset(params, dataset, "test").info
-        model = create_model(name, init, num_outputs=0, in_chans=info.channels, img_size=params.img_size)
-    except (WeightsUnavailableError, ModelError) as err:
+        model = create_model(name, init, num_outputs=0, in_chans=info.channels, img_size=params.img_size,
+                             weights_file=pretrained_weights(params, run))
+    except (WeightsUnavailableError, ModelError, RunUnavailable) as err:
         return SaliencyModel(dataset, name, init, None, reason=f"{missing}, and the pretrained backbone: {err}")
     return SaliencyModel(dataset, name, init, model.to(device).eval(), source=f"pretrained {init} backbone "
                                                                                f"(not fine-tuned)")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from ..attention import collect_attention_distance, uniform_attention_distance
 from ..data import create_transform
-from ..models import create_model, model_inits
+from ..models import create_model
 from ..models.backbones import get_spec
 from ..params import Params
-from ..runs import Experiment, Run, profile_dataset
+from ..runs import PRETRAIN_DINO, Experiment, Run, pretrained_weights, profile_dataset, runs_here, with_pretraining
 from .departures import dataset_departures, execution_departures
 from .fig1 import FINETUNE, load_finetuned
 
@@ -38,7 +38,8 @@ def _distance_row(model, test, params: Params, device, source: str) -> dict:
 def _attention_backbone(run: Run, params: Params, device) -> dict:
     """The pretrained (or random) backbone's attention distances on the dataset's test images."""
     test = _test_images(params, run.dataset)
-    model = create_model(run.model, run.init, num_outputs=0, in_chans=test.info.channels, img_size=params.img_size)
+    model = create_model(run.model, run.init, num_outputs=0, in_chans=test.info.channels, img_size=params.img_size,
+                         weights_file=pretrained_weights(params, run))
     return _distance_row(model, test, params, device, "backbone")
 
 
@@ -54,11 +55,12 @@ def plan(params: Params) -> list[Run]:
     """Fig 5's runs: each ViT of Fig 1 under each Fig 1 init that exists for it, as a backbone and fine-tuned,
     on each saliency dataset's test images."""
     vits = [m for m in params.fig1_models if get_spec(m).family == "vit"]
-    return [Run(e, d, m, i, 0) for e in ("attention", "attention_finetuned") for d in params.saliency_datasets
-            for m in vits for i in params.fig1_inits if i in model_inits(m)]
+    return with_pretraining([Run(e, d, m, i, 0) for e in ("attention", "attention_finetuned")
+                             for d in params.saliency_datasets for m in vits for i in params.fig1_inits
+                             if runs_here(params, d, m, i)])
 
 
-ATTENTION = Experiment("attention", _attention_backbone, settings=SETTINGS)
+ATTENTION = Experiment("attention", _attention_backbone, settings=SETTINGS, needs=(PRETRAIN_DINO,))
 ATTENTION_FINETUNED = Experiment("attention_finetuned", _attention_finetuned,
                                  settings=(*SETTINGS, *FINETUNE.settings), needs=("finetune",))
 EXPERIMENTS = (ATTENTION, ATTENTION_FINETUNED)

@@ -16,10 +16,10 @@ import pandas as pd
 import seaborn as sns
 
 from ..knn import SENSITIVITY_KS, SENSITIVITY_TEMPERATURES, knn_sensitivity
-from ..paper import paper_counterpart, paper_results
+from ..paper import paper_counterpart, paper_results, paper_value
 from ..predictions import load_features
-from ..stats import FIG1_PAIRS, MARGIN, N_RESAMPLES, task_of
-from .tables import EVALUATION_NAMES, INIT_NAMES, PageTable, format_score, summary_table, verdict_table
+from ..stats import FIG1_PAIRS, MARGIN, N_RESAMPLES, init_gap_table, task_of
+from .tables import EVALUATION_NAMES, INIT_NAMES, NBSP, PageTable, format_score, summary_table, verdict_table
 
 EVALUATIONS = ("finetune", "knn")
 
@@ -38,14 +38,12 @@ def _fig1_lines(rows: pd.DataFrame) -> pd.DataFrame:
     table = summary_table(rows)
     if table.empty:
         return table
-    paper = paper_results().set_index(["evaluation", "dataset", "model", "init"])
+    paper = paper_results()
     out = []
     for r in table.itertuples():
         counterpart, relation = paper_counterpart(r.dataset)
-        key = (r.experiment, counterpart, r.model, r.init)
-        p = paper.loc[key] if counterpart and key in paper.index else None
+        p, same_init = paper_value(paper, r.experiment, counterpart, r.model, r.init)
         paper_txt = format_score(p["median"], p["std"]) if p is not None else ""
-        same_init = p is None or bool(p["same_init"])
         diff = (r.median - p["median"] if p is not None and relation == "same" and same_init and r.status == "ok"
                 else np.nan)
         out.append({"dataset": r.dataset, "evaluation": EVALUATION_NAMES.get(r.experiment, r.experiment),
@@ -148,14 +146,13 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
                     elif len(cell):  # this model's run did not run here, beside one that did
                         ax.text(pos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=8, color="0.4",
                                 transform=ax.get_xaxis_transform())
-                    p = paper[(paper["evaluation"] == ev) & (paper["dataset"] == ds) & (paper["model"] == model)
-                              & (paper["init"] == init)]
-                    if len(p) and bool(p["same_init"].iloc[0]):
-                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, label="paper")
-                    elif len(p):
-                        other_init.add(p["note"].iloc[0])
-                        ax.plot(pos, p["median"].iloc[0], "kD", ms=4, mfc="none", label="paper (other init)")
-            ax.set_xticks(range(len(inits)), [INIT_NAMES.get(n, n) for n in inits])
+                    p, same_init = paper_value(paper, ev, ds, model, init)
+                    if p is not None and same_init:
+                        ax.plot(pos, p["median"], "kD", ms=4, label="paper")
+                    elif p is not None:
+                        other_init.add(p["note"])
+                        ax.plot(pos, p["median"], "kD", ms=4, mfc="none", label="paper (other init)")
+            ax.set_xticks(range(len(inits)), [INIT_NAMES.get(n, n).replace(" + ", "\n+ ") for n in inits])
             ax.set_xlim(-0.5, len(inits) - 0.5)  # every init's slot, drawn or not
             ax.set_title(f"{ds} — {EVALUATION_NAMES.get(ev, ev)}", fontsize=10)
             ax.set_ylabel(metric.replace("_", " "))
@@ -212,3 +209,73 @@ def knn_sensitivity_table(rows: pd.DataFrame, root, ks=SENSITIVITY_KS, temperatu
         line["note"] = f"no stored features for {', '.join(missing)}" if missing else ""
         out.append(line)
     return pd.DataFrame(out)
+
+
+def pretraining_page_table(pretraining: pd.DataFrame) -> PageTable:
+    """The in-domain DINO pretrainings that ran: per dataset × backbone × start init, the epochs and images,
+    the DINO loss and the teacher's feature spread (the collapse indicator: 0 when every image maps to one
+    point) at the first and the last epoch, and the time per epoch."""
+    out = PageTable(pd.DataFrame())
+    ok = pretraining[pretraining["status"] == "ok"] if not pretraining.empty else pretraining
+    if ok.empty:
+        return out
+    shown = []
+    for r in ok.to_dict("records"):
+        first, last = r["history"][0], r["history"][-1]
+        shown.append({"dataset": r["dataset"], "model": r["model"], "init": INIT_NAMES.get(r["init"], r["init"]),
+                      "epochs": int(r["epochs"]), "images": int(r["n_train"]),
+                      "DINO loss": f"{first['loss']:.3f} → {last['loss']:.3f}",
+                      "feature std": f"{first['feature_std']:.4f} → {last['feature_std']:.4f}",
+                      "s / epoch": f"{np.mean([h['seconds'] for h in r['history']]):.0f}",
+                      "device": r.get("device", "")})
+    out.frame = pd.DataFrame(shown)
+    out.caption = ("DINO loss and the teacher's feature std (std over a batch of its L2-normalised backbone "
+                   "features, averaged over dimensions: 0 means collapse, 1/√dim isotropic), mean over the first "
+                   "and over the last epoch; s / epoch: wall-clock seconds per epoch on the device shown.")
+    return out
+
+
+def indomain_gap_table(rows: pd.DataFrame, root, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """For every in-domain DINO init that ran: its difference from its start init (random + in-domain DINO
+    against random: the same backbone without the pretraining) per evaluation × dataset × model, with the
+    interval (``medvit.stats.init_gap_table``)."""
+    inits = [i for i in dict.fromkeys(rows["init"]) if i.endswith("+dino_indomain")] if not rows.empty else []
+    parts = [init_gap_table(rows, root, i, i.removesuffix("+dino_indomain"), n_resamples=n_resamples) for i in inits]
+    return pd.concat(parts, ignore_index=True) if parts else init_gap_table(rows.iloc[:0], root, "", "")
+
+
+def indomain_page_table(rows: pd.DataFrame, root, n_resamples: int = N_RESAMPLES) -> PageTable:
+    """``indomain_gap_table`` as the page shows it, each in-domain init against its own start init (random
+    for random + in-domain DINO): both scores, the difference and its 95% interval."""
+    table = indomain_gap_table(rows, root, n_resamples=n_resamples)
+    out = PageTable(pd.DataFrame())
+    if table.empty:
+        return out
+    scores = summary_table(rows).set_index(["experiment", "dataset", "model", "init"])["ours"]
+    shown = []
+    for r in table.to_dict("records"):
+        key = (r["experiment"], r["dataset"], r["model"])
+        shown.append({"evaluation": EVALUATION_NAMES.get(r["experiment"], r["experiment"]), "dataset": r["dataset"],
+                      "model": r["model"], "metric": r["metric"].replace("_", " "),
+                      INIT_NAMES[r["baseline"]]: scores.get((*key, r["baseline"]), "–"),
+                      "with in-domain DINO": scores.get((*key, r["init"]), "–"),
+                      "difference": f"{r['gap']:+.3f}",
+                      "95% CI": f"[{r['ci_low']:+.3f},{NBSP}{r['ci_high']:+.3f}]"})
+    out.frame = pd.DataFrame(shown)
+    out.caption = ("Scores: median ± std over repetitions (n). Difference: mean with in-domain DINO − mean "
+                   "without, with a 95% bootstrap interval over the test images (paired) and the repetitions.")
+    return out
+
+
+def indomain_findings(rows: pd.DataFrame, root, n_resamples: int = N_RESAMPLES) -> list[str]:
+    """One sentence per evaluation × dataset × model: what in-domain DINO changed, read off its interval."""
+    out = []
+    for r in indomain_gap_table(rows, root, n_resamples=n_resamples).to_dict("records"):
+        low, high = r["ci_low"], r["ci_high"]
+        reading = ("a measurable gain" if low > 0 else "a measurable loss" if high < 0
+                   else "no difference this build can resolve (the interval contains 0)")
+        out.append(f"{EVALUATION_NAMES.get(r['experiment'], r['experiment'])}, {r['dataset']}, {r['model']}: "
+                   f"{INIT_NAMES.get(r['init'], r['init'])} − {INIT_NAMES.get(r['baseline'], r['baseline'])} = "
+                   f"{r['gap']:+.3f} {r['metric'].replace('_', ' ')} [95% CI {low:+.3f}, {high:+.3f}]: **{reading}**.")
+    return out
+

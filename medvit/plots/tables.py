@@ -16,7 +16,8 @@ from ..stats import CONTRADICTED, MARGIN, N_RESAMPLES, gap_table
 EVALUATION_NAMES = {"finetune": "fine-tuning", "knn": "k-NN", "segmentation": "segmentation",
                     "attention": "attention distance of the backbone",
                     "attention_finetuned": "attention distance fine-tuned"}
-INIT_NAMES = {"random": "random", "imagenet": "ImageNet", "dino": "DINO"}
+INIT_NAMES = {"random": "random", "imagenet": "ImageNet", "dino": "DINO",
+              "random+dino_indomain": "random + in-domain DINO", "imagenet+dino_indomain": "ImageNet + in-domain DINO"}
 NBSP = "\u00a0"  # keeps an interval on one line in a narrow column
 
 

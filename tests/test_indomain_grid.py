@@ -1,0 +1,114 @@
+"""In-domain DINO in the grid: the pretraining runs once per dataset × backbone × start init, before every run
+that starts from it (in the plan and in the launchers' waves), is not redone when its checkpoint exists, and a
+change of its settings names a new checkpoint instead of reusing a stale one."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medvit import load_params
+from medvit.experiments import execute_run, plan, results_store, run_experiment
+from medvit.figures import fig1
+from medvit.launch import waves
+from medvit.params import ParamsError
+from medvit.runs import Run, pretrained_weights, pretraining_checkpoint
+
+INIT = "random+dino_indomain"
+TINY_DINO = {"epochs": 2, "batch_size": 16, "n_local_crops": 2, "out_dim": 128, "hidden_dim": 128,
+             "bottleneck_dim": 32, "warmup_iters": 0}
+
+
+def tiny(tmp_path, **overrides):
+    """smoke, one backbone, random and random + in-domain DINO, fine-tuning and k-NN of one repetition."""
+    values = dict(results_dir=str(tmp_path), repetitions=1, fig1_models=["deit_tiny"],
+                  fig1_inits=["random", INIT], dino_datasets=["synthetic_shapes"], dino_models=["deit_tiny"],
+                  dino=TINY_DINO, train={"epochs": 1})
+    values.update(overrides)
+    return load_params("smoke", **values)
+
+
+def test_the_plan_puts_one_pretraining_before_the_runs_that_start_from_it(tmp_path):
+    params = tiny(tmp_path, repetitions=3, fig1_models=["resnet18", "deit_tiny"])
+    runs = plan(params, "fig1")
+    pre = [r for r in runs if r.experiment == "pretrain_dino"]
+    assert pre == [Run("pretrain_dino", "synthetic_shapes", "deit_tiny", INIT, 0)] and runs[0] == pre[0]
+    # dino_models names deit_tiny only: resnet18 has no in-domain run; deit_tiny's 3 repetitions x 2 evaluations
+    assert {(r.model, r.init) for r in runs if r.experiment != "pretrain_dino"} == {
+        ("resnet18", "random"), ("deit_tiny", "random"), ("deit_tiny", INIT)}
+    assert sum(r.init == INIT for r in runs) == 1 + 2 * 3
+    # Figs 3-5 read the same pretraining: it is in their plans too, once
+    for name in ("fig4", "fig5"):
+        assert [r for r in plan(params, name) if r.experiment == "pretrain_dino"] == pre
+    # the launchers' waves, run by run: what starts from the pretraining comes after it, what reads a fine-tuned
+    # checkpoint after that fine-tuning; every other run starts at once
+    finetuned = Run("finetune", "synthetic_shapes", "deit_tiny", INIT, 0)
+    shown = [[(r.experiment, r.init) for r in wave] for wave in waves(plan(params, "fig5") + [finetuned])]
+    assert shown == [[("pretrain_dino", INIT), ("attention", "random"), ("attention_finetuned", "random")],
+                     [("attention", INIT), ("finetune", INIT)],
+                     [("attention_finetuned", INIT)]]
+
+
+def test_in_domain_inits_need_their_datasets_and_are_not_for_segmentation():
+    with pytest.raises(ParamsError, match="dino_datasets is empty"):
+        load_params("smoke", fig1_inits=["random", INIT], dino_datasets=[])
+    with pytest.raises(ParamsError, match="seg_inits names 'random\\+dino_indomain'"):
+        load_params("smoke", seg_inits=[INIT], dino_datasets=["synthetic_shapes"])
+    with pytest.raises(ParamsError, match="dino.img_size is not a setting"):
+        load_params("smoke", dino={"img_size": 32})
+    with pytest.raises(ParamsError, match="dino: DinoConfig.global_crop_scale"):
+        load_params("smoke", dino={"global_crop_scale": [0.4, 1.5]})
+    params = load_params("smoke", dino={"global_crop_scale": [0.5, 1]})
+    assert params.dino.global_crop_scale == (0.5, 1.0) and params.dino.img_size == params.img_size
+
+
+def test_fine_tuning_and_knn_start_from_the_pretraining_which_is_done_once(tmp_path, monkeypatch):
+    import medvit.figures.fig1 as fig1_module
+
+    params = tiny(tmp_path)
+    loaded = []
+    real = fig1_module.create_model
+
+    def spy(name, init="random", **kw):
+        loaded.append((init, kw.get("weights_file")))
+        return real(name, init, **kw)
+
+    monkeypatch.setattr(fig1_module, "create_model", spy)
+    rows = run_experiment(params, "fig1")
+    assert set(rows["status"]) == {"ok"} and len(rows) == 5
+    pre, evaluations = fig1.split_pretraining(rows)
+    assert len(pre) == 1 and len(evaluations) == 4
+    history = pre.iloc[0]["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["feature_std"] > 0 for h in history)
+    path = pretraining_checkpoint(params, Run("pretrain_dino", "synthetic_shapes", "deit_tiny", INIT, 0))
+    assert path.is_file() and pre.iloc[0]["checkpoint"] == path.name
+    # the pretraining built the start init; the fine-tuning and k-NN of the in-domain init loaded its checkpoint
+    assert ("random", None) in loaded and loaded.count((INIT, path)) == 2
+    # the fine-tuned model's backbone started from the teacher: its patch embedding is the checkpoint's (before
+    # fine-tuning moved it, the k-NN run, which does not train, used exactly these weights)
+    teacher = torch.load(path, weights_only=True)["teacher_backbone"]
+    knn_model = real("deit_tiny", INIT, num_outputs=0, in_chans=3, img_size=32, weights_file=path)
+    assert torch.equal(knn_model.net.patch_embed.proj.weight, teacher["patch_embed.proj.weight"])
+
+    # a changed fine-tuning setting reruns the fine-tuning, not the pretraining
+    stamp = path.stat().st_mtime_ns
+    changed = tiny(tmp_path, train={"epochs": 2})
+    rows = run_experiment(changed, "fig1")
+    assert path.stat().st_mtime_ns == stamp
+    assert len(results_store(changed).run_rows(pre.iloc[0]["run_id"])) == 1  # one pretraining row, ever
+
+
+def test_changed_dino_settings_name_a_new_checkpoint_and_make_dependents_stale(tmp_path):
+    params = tiny(tmp_path)
+    run = Run("finetune", "synthetic_shapes", "deit_tiny", INIT, 0)
+    store = results_store(params)
+    row = execute_run(run, params, store)
+    assert row["status"] == "unavailable" and "run pretrain_dino__synthetic_shapes__deit_tiny" in row["reason"]
+    with pytest.raises(Exception, match="no checkpoint under the current settings"):
+        pretrained_weights(params, run)
+    assert pretrained_weights(params, Run("finetune", "synthetic_shapes", "deit_tiny", "random", 0)) is None
+
+    other = tiny(tmp_path, dino={**TINY_DINO, "epochs": 3})
+    assert pretraining_checkpoint(other, run) != pretraining_checkpoint(params, run)
+    assert fig1.FINETUNE.settings_hash(other, run) != fig1.FINETUNE.settings_hash(params, run)
+    plain = Run("finetune", "synthetic_shapes", "deit_tiny", "random", 0)  # a random-init run does not read dino
+    assert fig1.FINETUNE.settings_hash(other, plain) == fig1.FINETUNE.settings_hash(params, plain)
