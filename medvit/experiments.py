@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +30,18 @@ from .runs import PRETRAIN_DINO, Run, RunUnavailable, pretraining_run, resolve_d
 def plan(params: Params, name: str) -> list[Run]:
     """The runs figure ``name`` needs (its own and other figures', e.g. Fig 4 reads Fig 1's checkpoints)."""
     return figure(name).plan(params)
+
+
+def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
+    """Every run of ``figures`` (default: every registered figure), each once, in figure order."""
+    unknown = sorted(set(figures or ()) - set(FIGURES))
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; registered: {', '.join(FIGURES)}")
+    runs: dict[str, Run] = {}
+    for figure in (figures or list(FIGURES)):
+        for run in plan(params, figure):
+            runs.setdefault(run.run_id, run)
+    return list(runs.values())
 
 
 def results_store(params: Params) -> ResultsStore:
@@ -140,31 +152,51 @@ def cpu_workers(params: Params, device: torch.device) -> int:
 
 
 def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, force: bool):
-    """(run, row, seconds) for each of ``runs`` as it ends: one after the other, or with ``cpu_workers`` > 1 in
-    that many worker processes, wave by wave (a run starts after the runs it reads), each with its share of
-    the cores as threads. A run that fails has its failed row written; the others still run, and the first
-    failure is raised at the end."""
+    """(run, row, seconds) for each of ``runs`` as it ends: one after the other in their order, or with
+    ``cpu_workers`` > 1 in that many worker processes, each run started, in order, as soon as a worker is free
+    and the runs it reads (:func:`prerequisites`) have ended, with its share of the cores as threads. A run
+    that fails has its failed row written; the others still run, and the first failure is raised at the end."""
     workers = min(cpu_workers(params, device), len(runs))
     if workers <= 1:
-        for run in runs:
+        for run in [r for wave in waves(runs) for r in wave]:  # a run after the runs it reads
             start = time.perf_counter()
             yield run, execute_run(run, params, store, device, force=force), time.perf_counter() - start
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    failures = []
+    # The workers' progress bars would overwrite each other on one terminal: tqdm reads TQDM_DISABLE when it is
+    # imported, so the workers inherit it (the parent prints one line per run as it ends).
+    quiet, os.environ["TQDM_DISABLE"] = os.environ.get("TQDM_DISABLE"), "1"
+    try:
+        yield from _pool_runs(runs, params, store, device, force, workers, cores)
+    finally:
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
+
+
+def _pool_runs(runs: list[Run], params: Params, store: ResultsStore, device, force: bool, workers: int, cores: int):
+    todo, present, ended, running, failures = list(runs), set(runs), set(), {}, []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or CUDA state
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for wave in waves(runs):
-            threads = max(1, cores // min(workers, len(wave)))  # a short wave's runs share the cores
-            futures = {pool.submit(_timed_run, run, params, str(store.root), str(device), force, threads): run
-                       for run in wave}
-            for future in as_completed(futures):
+        while todo or running:
+            ready = [r for r in todo if all(p in ended or p not in present for p in prerequisites(r))]
+            for run in ready[:workers - len(running)]:
+                todo.remove(run)
+                threads = max(1, cores // min(workers, len(todo) + len(running) + 1))  # the last runs share more
+                running[pool.submit(_timed_run, run, params, str(store.root), str(device), force, threads)] = run
+            if not running:  # nothing runs and nothing can start: the runs read each other in a cycle
+                raise RuntimeError(f"runs wait for each other: {', '.join(r.run_id for r in todo)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run = running.pop(future)
+                ended.add(run)  # its dependents start now: they find its output, or say it is missing
                 try:
                     row, seconds = future.result()
                 except Exception as err:  # its failed row is in the store; the message says which run
                     failures.append(err)
                     continue
-                yield futures[future], row, seconds
+                yield run, row, seconds
     if failures:
         raise failures[0]
 
@@ -179,13 +211,24 @@ def _timed_run(run: Run, params: Params, root: str, device: str, force: bool, th
 def run_experiment(params: Params, name: str, force: bool = False, progress: bool = True) -> pd.DataFrame:
     """Do the figure's runs that the store lacks under the current settings (all with ``force``); return
     the rows that count, one per run. Prints one line per finished run and a summary."""
+    return do_runs(params, plan(params, name), name, force)
+
+
+def run_grid(params: Params, figures: list[str] | None = None, force: bool = False) -> pd.DataFrame:
+    """Do the runs of several figures (default: all) together, each once, as one grid: with ``cpu_runs`` > 1
+    their runs share the workers (no figure waits for another's last run). Returns the rows that count."""
+    return do_runs(params, grid_runs(params, figures), ", ".join(figures or FIGURES), force)
+
+
+def do_runs(params: Params, runs: list[Run], label: str, force: bool = False) -> pd.DataFrame:
+    """``runs`` that the store lacks under the current settings (all with ``force``), one printed line per
+    finished run and a summary; the rows that count, one per run."""
     store = results_store(params)
-    runs = plan(params, name)
     rows, _ = current_rows(params, runs, store)
     done = set() if force or rows.empty else set(rows.loc[rows["status"] == "ok", "run_id"])
     todo = [r for r in runs if r.run_id not in done]
     if todo:
-        print(f"{name}: {len(runs)} runs planned, {len(runs) - len(todo)} already done, {len(todo)} to run",
+        print(f"{label}: {len(runs)} runs planned, {len(runs) - len(todo)} already done, {len(todo)} to run",
               flush=True)
     device = resolve_device(params)
     elsewhere = 0
@@ -201,11 +244,12 @@ def run_experiment(params: Params, name: str, force: bool = False, progress: boo
         print(f"  [{i}/{len(todo)}] {run.run_id}: {what}, {value} ({seconds:.0f} s)", flush=True)
     rows, other = current_rows(params, runs, store)
     counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
-    print(f"{name}: {len(runs)} runs; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed"))
+    print(f"{label}: {len(runs)} runs; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed"))
           + (f"; {other} older rows made with other settings are kept as history and not shown" if other else "")
           + (f"; {elsewhere} runs were being done by another process: run again to include them" if elsewhere else ""),
           flush=True)
     return rows
 
 
-__all__ = ["EXPERIMENTS", "FIGURES", "plan", "execute_run", "run_experiment", "results_store", "current_rows", "waves"]
+__all__ = ["EXPERIMENTS", "FIGURES", "plan", "grid_runs", "execute_run", "run_experiment", "run_grid", "do_runs",
+           "results_store", "current_rows", "prerequisites", "waves"]

@@ -40,7 +40,8 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .experiments import EXPERIMENTS, FIGURES, current_rows, execute_run, plan, results_store, waves
+from .experiments import (EXPERIMENTS, FIGURES, current_rows, execute_run, grid_runs, plan, results_store,  # noqa: F401
+                          waves)
 from .runs import Run
 from .params import Params, load_params
 
@@ -61,18 +62,6 @@ def launch_params(profile: str, results_dir: str | os.PathLike | None = None, **
 
     params = load_params(resolve_profile(profile), **overrides)
     return dataclasses.replace(params, results_dir=str(resolve_results_dir(results_dir or params.results_dir)))
-
-
-def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
-    """Every run of ``figures`` (default: every registered figure), each once, in figure order."""
-    unknown = sorted(set(figures or ()) - set(FIGURES))
-    if unknown:
-        raise ValueError(f"unknown figure(s) {unknown}; registered: {', '.join(FIGURES)}")
-    runs: dict[str, Run] = {}
-    for figure in (figures or list(FIGURES)):
-        for run in plan(params, figure):
-            runs.setdefault(run.run_id, run)
-    return list(runs.values())
 
 
 def run_states(params: Params, runs: list[Run]) -> dict[str, tuple[str, str]]:

@@ -14,6 +14,7 @@ one (``book_sources()``), else ``./medvit-book`` in the current directory — ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -231,6 +232,15 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
         now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         tee.write(f"medvit reproduce --profile {params.profile} ({now}, medvit {source_revision()}): "
                   f"{len(keys)} notebook(s), results in {results_dir / params.profile}, log {log_path}\n")
+        figures = _figures_of(keys)
+        if figures:  # every page's runs first, as one grid (cpu_runs workers share them), then the pages
+            from .experiments import run_grid  # torch: not for --help
+
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(tee):
+                run_grid(dataclasses.replace(params, results_dir=str(results_dir)), figures, force=force)
+            tee.write(f"runs of {', '.join(figures)}: done in {time.perf_counter() - start:.0f} s\n")
+            force = False  # the pages find them done
         for i, key in enumerate(keys, 1):
             start = time.perf_counter()
             tee.write(f"[{i}/{len(keys)}] {key}: executing {sources[key].name}\n")
@@ -239,6 +249,13 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
             tee.write(f"[{i}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {done[-1]}\n")
         tee.write(f"reproduce: {len(done)} of {len(keys)} notebook(s) executed into {book_dir / EXECUTED}\n")
     return done
+
+
+def _figures_of(keys: list[str]) -> list[str]:
+    """The figures whose runs the pages ``keys`` show (the landing page shows Fig 1's)."""
+    from .figures import FIGURES
+
+    return list(dict.fromkeys("fig1" if key == "intro" else key for key in keys if key == "intro" or key in FIGURES))
 
 
 def stage_book(book_dir: str | os.PathLike) -> Path:

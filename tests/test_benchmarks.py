@@ -69,3 +69,12 @@ def test_profile_run_times_every_phase_of_a_finetune_a_knn_and_a_segmentation_ru
     assert {"features", "k-NN vote"} <= phases["knn"]
     for r in runs.values():  # phases that do not nest add up to at most the run's CPU time
         assert sum(p["cpu_s"] for p in r["phases"] if p["phase"] not in ("metrics",)) <= r["cpu_s"] * 1.01
+
+
+@pytest.mark.slow
+def test_cpu_runs_times_one_run_at_a_time_and_two_side_by_side(tmp_path):
+    out = tmp_path / "cpu_runs.json"
+    run_script("cpu_runs.py", "--profile", "smoke", "--models", "deit_tiny", "--runs", "2", "--out", str(out))
+    [line] = json.loads(out.read_text())["lines"]
+    assert line["model"] == "deit_tiny" and len(line["per_run_s"]) == len(line["side_by_side_per_run_s"]) == 2
+    assert line["one_at_a_time_s"] > 0 and line["side_by_side_s"] > 0

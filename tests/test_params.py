@@ -22,7 +22,7 @@ def test_every_profile_loads():
         raw = yaml.safe_load((params_dir() / f"{name}.yaml").read_text())
         for key, value in raw.items():  # every value in the file is what the Params holds
             held = params.to_dict()[key]
-            if isinstance(value, dict) and key in ("train", "seg_train", "slurm"):
+            if isinstance(value, dict) and key in ("train", "seg_train", "dino", "slurm"):
                 held = {k: held[k] for k in value}  # a nested mapping states some keys; the rest are the protocol's
             assert held == value, f"{name}: {key}"
 
