@@ -10,8 +10,10 @@ is raised.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -151,23 +153,31 @@ def cpu_workers(params: Params, device: torch.device) -> int:
     return max(1, params.cpu_runs) if device.type == "cpu" else 1
 
 
-def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, force: bool):
+def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, force: bool, retries=frozenset()):
     """(run, row, seconds) for each of ``runs`` as it ends: one after the other in their order, or with
     ``cpu_workers`` > 1 in that many worker processes, each run started, in order, as soon as a worker is free
     and the runs it reads (:func:`prerequisites`) have ended, with its share of the cores as threads. A run
-    that fails has its failed row written; the others still run, and the first failure is raised at the end."""
-    workers = min(cpu_workers(params, device), len(runs))
+    that fails has its failed row written; the others still run, and the first failure is raised at the end.
+    ``retries`` (runs that were unavailable, whose weights or data are most likely still missing: a second's
+    work each) are tried here first, without starting workers, unless they read a run still to do."""
+    later = {r for r in runs if r not in retries}
+    here = [r for r in runs if r in retries and not set(prerequisites(r)) & later]
+    rest = [r for r in runs if r not in here]
+    workers = min(cpu_workers(params, device), len(rest))
     if workers <= 1:
-        for run in [r for wave in waves(runs) for r in wave]:  # a run after the runs it reads
-            start = time.perf_counter()
-            yield run, execute_run(run, params, store, device, force=force), time.perf_counter() - start
+        here += rest
+        rest = []
+    for run in [r for wave in waves(here) for r in wave]:  # a run after the runs it reads
+        start = time.perf_counter()
+        yield run, execute_run(run, params, store, device, force=force), time.perf_counter() - start
+    if not rest:
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     # The workers' progress bars would overwrite each other on one terminal: tqdm reads TQDM_DISABLE when it is
     # imported, so the workers inherit it (the parent prints one line per run as it ends).
     quiet, os.environ["TQDM_DISABLE"] = os.environ.get("TQDM_DISABLE"), "1"
     try:
-        yield from _pool_runs(runs, params, store, device, force, workers, cores)
+        yield from _pool_runs(rest, params, store, device, force, workers, cores)
     finally:
         if quiet is None:
             os.environ.pop("TQDM_DISABLE", None)
@@ -175,10 +185,26 @@ def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, f
             os.environ["TQDM_DISABLE"] = quiet
 
 
+@contextlib.contextmanager
+def _workers_skip_main():
+    """While workers start: ``spawn`` runs the parent's ``__main__`` script again in every worker (so a user's
+    script without an ``if __name__ == "__main__":`` guard, or one read from stdin, would break them); the
+    workers need only medvit, so ``__main__``'s file and spec are hidden from multiprocessing meanwhile."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _pool_runs(runs: list[Run], params: Params, store: ResultsStore, device, force: bool, workers: int, cores: int):
     todo, present, ended, running, failures = list(runs), set(runs), set(), {}, []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or CUDA state
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with _workers_skip_main(), ProcessPoolExecutor(workers, mp_context=context) as pool:
         while todo or running:
             ready = [r for r in todo if all(p in ended or p not in present for p in prerequisites(r))]
             for run in ready[:workers - len(running)]:
@@ -232,7 +258,9 @@ def do_runs(params: Params, runs: list[Run], label: str, force: bool = False) ->
               flush=True)
     device = resolve_device(params)
     elsewhere = 0
-    for i, (run, row, seconds) in enumerate(_execute_all(todo, params, store, device, force), 1):
+    retries = set() if rows.empty else {r for r in todo if r.run_id in set(rows.loc[rows["status"] == "unavailable",
+                                                                                    "run_id"])}
+    for i, (run, row, seconds) in enumerate(_execute_all(todo, params, store, device, force, retries), 1):
         if row.get("skipped") == "claimed":
             elsewhere += 1
             holder = row["holder"] or {}

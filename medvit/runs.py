@@ -99,6 +99,15 @@ def with_pretraining(runs: list[Run]) -> list[Run]:
     return first + runs
 
 
+def split_pretraining(rows):
+    """(the in-domain DINO pretraining rows, the others) of a figure's rows: a page shows the pretrainings
+    its inits start from apart from its own evaluations."""
+    if rows.empty:
+        return rows, rows
+    pre = rows["experiment"] == PRETRAIN_DINO
+    return rows[pre], rows[~pre]
+
+
 def pretraining_checkpoint(params: Params, run: Run) -> Path:
     """Where the pretraining of ``run`` (a pretraining run, or one that starts from it) is kept:
     ``<results_dir>/<profile>/pretrain/<run_id>__<settings hash>.pt``. The hash is that of the settings

@@ -11,7 +11,7 @@ from medvit.experiments import execute_run, plan, results_store, run_experiment
 from medvit.figures import fig1
 from medvit.launch import waves
 from medvit.params import ParamsError
-from medvit.runs import Run, pretrained_weights, pretraining_checkpoint
+from medvit.runs import Run, pretrained_weights, pretraining_checkpoint, split_pretraining
 
 INIT = "random+dino_indomain"
 TINY_DINO = {"epochs": 2, "batch_size": 16, "n_local_crops": 2, "out_dim": 128, "hidden_dim": 128,
@@ -75,7 +75,7 @@ def test_fine_tuning_and_knn_start_from_the_pretraining_which_is_done_once(tmp_p
     monkeypatch.setattr(fig1_module, "create_model", spy)
     rows = run_experiment(params, "fig1")
     assert set(rows["status"]) == {"ok"} and len(rows) == 5
-    pre, evaluations = fig1.split_pretraining(rows)
+    pre, evaluations = split_pretraining(rows)
     assert len(pre) == 1 and len(evaluations) == 4
     history = pre.iloc[0]["history"]
     assert [h["epoch"] for h in history] == [1, 2] and all(h["feature_std"] > 0 for h in history)

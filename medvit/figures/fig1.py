@@ -110,14 +110,6 @@ def departures(params: Params) -> list[str]:
             + dino_departures(params, params.fig1_inits))
 
 
-def split_pretraining(rows):
-    """(the in-domain DINO pretraining rows, the fine-tuning and k-NN rows) of Fig 1's rows."""
-    if rows.empty:
-        return rows, rows
-    pre = rows["experiment"] == PRETRAIN_DINO
-    return rows[pre], rows[~pre]
-
-
 def load_finetuned(params: Params, run: Run, device="cpu"):
     """The fine-tuned classifier of ``run`` (Figs 4 and 5 read the first repetition's)."""
     def build(info, saved):
@@ -129,5 +121,5 @@ def load_finetuned(params: Params, run: Run, device="cpu"):
     return load_checkpoint(params, run, build, device)
 
 
-__all__ = ["NAME", "TITLE", "NOTEBOOK", "EXPERIMENTS", "plan", "departures", "split_pretraining", "load_finetuned",
+__all__ = ["NAME", "TITLE", "NOTEBOOK", "EXPERIMENTS", "plan", "departures", "load_finetuned",
            "checkpoint_path"]

@@ -174,7 +174,8 @@ def fig1_verdicts(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MA
     """Per evaluation × dataset × init: the gap CNN − ViT (the paper's: ResNet50 − DeiT-S; ``pairs`` for
     another profile's models) with its 95% interval, the number of test images and repetitions, and the
     verdict on the paper's claim (``medvit.stats.gap_table``); ``root`` is the results store's root (where
-    the runs' predictions are)."""
+    the runs' predictions are). Other rows (in-domain pretrainings) are not evaluations and are left out."""
+    rows = rows[rows["experiment"].isin(EVALUATIONS)] if not rows.empty else rows
     return verdict_table(rows, root, pairs, margin=margin, n_resamples=n_resamples, seed=seed)
 
 

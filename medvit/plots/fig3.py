@@ -73,5 +73,7 @@ def fig3_figure(rows: pd.DataFrame):
 def fig3_verdicts(rows: pd.DataFrame, root, pairs=FIG3_PAIRS, margin: float = MARGIN,
                   n_resamples: int = N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """Per dataset × init × size pair: the gap CNN − ViT with its 95% interval, ``n`` and the verdict on the
-    paper's claim; ``root`` is the results store's root (where the runs' predictions are)."""
+    paper's claim; ``root`` is the results store's root (where the runs' predictions are). Only fine-tuning
+    rows count (not the in-domain pretrainings an init starts from)."""
+    rows = rows[rows["experiment"] == "finetune"] if not rows.empty else rows
     return verdict_table(rows, root, pairs, margin=margin, n_resamples=n_resamples, seed=seed)
