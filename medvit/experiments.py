@@ -155,8 +155,9 @@ def cpu_workers(params: Params, device: torch.device) -> int:
 
 def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, force: bool, retries=frozenset()):
     """(run, row, seconds) for each of ``runs`` as it ends: one after the other in their order, or with
-    ``cpu_workers`` > 1 in that many worker processes, each run started, in order, as soon as a worker is free
-    and the runs it reads (:func:`prerequisites`) have ended, with its share of the cores as threads. A run
+    ``cpu_workers`` > 1 in that many worker processes, each run started as soon as a worker is free and the
+    runs it reads (:func:`prerequisites`) have ended (those that others wait for first, then in order), with
+    its share of the cores as threads. A run
     that fails has its failed row written; the others still run, and the first failure is raised at the end.
     ``retries`` (runs that were unavailable, whose weights or data are most likely still missing: a second's
     work each) are tried here first, without starting workers, unless they read a run still to do."""
@@ -192,19 +193,14 @@ def _workers_skip_main():
         main.__dict__.update(saved)
 
 
-# The order in which ready runs start in the workers: the long kinds first, so that the last runs to start are
-# short and no worker idles long at the end (on 2 cores: a pretraining ~3 min, a segmentation run ~1.8 min,
-# a fine-tune ~40 s, a k-NN or attention run seconds).
-LONGEST_FIRST = {PRETRAIN_DINO: 0, "segmentation": 1, "finetune": 2}
-
-
 def _pool_runs(runs: list[Run], params: Params, store: ResultsStore, device, force: bool, workers: int, cores: int):
     todo, present, ended, running, failures = list(runs), set(runs), set(), {}, []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or CUDA state
     with _workers_skip_main(), ProcessPoolExecutor(workers, mp_context=context) as pool:
         while todo or running:
+            needed = {p for r in todo for p in prerequisites(r)}  # what other runs wait for starts first
             ready = sorted((r for r in todo if all(p in ended or p not in present for p in prerequisites(r))),
-                           key=lambda r: LONGEST_FIRST.get(r.experiment, len(LONGEST_FIRST)))
+                           key=lambda r: r not in needed)
             for run in ready[:workers - len(running)]:
                 todo.remove(run)
                 threads = max(1, cores // min(workers, len(todo) + len(running) + 1))  # the last runs share more

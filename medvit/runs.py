@@ -21,7 +21,7 @@ from .results import atomic_torch_save, run_id
 
 PRETRAIN_DINO = "pretrain_dino"  # the experiment of the in-domain DINO pretrainings (medvit.figures.fig1)
 DATA_SETTINGS = ("seed", "dataset_options", "img_size", "train_subset")  # the Params fields a run's data reads
-PRETRAIN_SETTINGS = (*DATA_SETTINGS, "dino")
+PRETRAIN_SETTINGS = (*DATA_SETTINGS, "dino", "precision")  # what a pretraining's result (its checkpoint) reads
 
 
 class RunUnavailable(RuntimeError):
@@ -52,8 +52,10 @@ class Experiment:
 
     ``settings``: the Params fields whose values change its result: a stored row made with other values is
     stale and the run is done again (a run from an in-domain DINO init also reads the pretraining's
-    settings). ``needs``: experiments whose runs must finish first (it reads their checkpoints), which the
-    launchers use to order their waves."""
+    settings). ``needs``: experiments whose output it reads, so their runs must end first
+    (``experiments.prerequisites``: for ``pretrain_dino`` the run's own pretraining, for another experiment
+    its run of repetition 0 with the same dataset, model and init, whose checkpoint is kept); the launchers
+    and the CPU workers order the runs by them."""
 
     name: str
     execute: Callable[[Run, Params, torch.device], dict]
@@ -111,8 +113,8 @@ def split_pretraining(rows):
 def pretraining_checkpoint(params: Params, run: Run) -> Path:
     """Where the pretraining of ``run`` (a pretraining run, or one that starts from it) is kept:
     ``<results_dir>/<profile>/pretrain/<run_id>__<settings hash>.pt``. The hash is that of the settings
-    the pretraining reads (data and ``dino``), so other settings name another file: a stale checkpoint is
-    never reused."""
+    the pretraining reads (data, ``dino``, precision), so other settings name another file: a stale
+    checkpoint is never reused."""
     pre = pretraining_run(run) or run
     digest = settings_hash(params.settings(PRETRAIN_SETTINGS))
     return Path(params.results_dir) / params.profile / "pretrain" / f"{pre.run_id}__{digest}.pt"

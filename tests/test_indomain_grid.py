@@ -112,3 +112,19 @@ def test_changed_dino_settings_name_a_new_checkpoint_and_make_dependents_stale(t
     assert fig1.FINETUNE.settings_hash(other, run) != fig1.FINETUNE.settings_hash(params, run)
     plain = Run("finetune", "synthetic_shapes", "deit_tiny", "random", 0)  # a random-init run does not read dino
     assert fig1.FINETUNE.settings_hash(other, plain) == fig1.FINETUNE.settings_hash(params, plain)
+
+
+def test_pretraining_findings_say_whether_the_loss_fell_and_whether_the_teacher_collapsed():
+    import pandas as pd
+
+    from medvit.plots.fig1 import pretraining_findings
+
+    def row(losses, stds):
+        return {"status": "ok", "model": "deit_small", "dataset": "retinamnist", "epochs": len(losses), "n_train": 500,
+                "history": [{"loss": a, "feature_std": b} for a, b in zip(losses, stds)]}
+
+    healthy, collapsed = pretraining_findings(pd.DataFrame([row([8.0, 7.5], [0.04, 0.039]),
+                                                            row([8.0, 8.2], [0.04, 0.001])]))
+    assert "the loss fell (8.000 → 7.500)" in healthy and "**no collapse**" in healthy
+    assert "the loss did not fall (8.000 → 8.200)" in collapsed and "**a collapse**" in collapsed
+    assert pretraining_findings(pd.DataFrame([{**row([8.0], [0.04]), "status": "unavailable"}])) == []

@@ -80,6 +80,7 @@ def _pretrain_dino(run: Run, params: Params, device) -> dict:
 
     train = load_splits(params, run.dataset)["train"]
     info = train.info
+    seed_everything(params.dino.seed)  # the start weights (random init) do not depend on what ran before
     model = create_model(run.model, indomain_start(run.init), num_outputs=0, in_chans=info.channels,
                          img_size=params.img_size)
     path = pretraining_checkpoint(params, run)
@@ -94,7 +95,7 @@ def _pretrain_dino(run: Run, params: Params, device) -> dict:
             "checkpoint": path.name, "n_params": sum(p.numel() for p in model.parameters())}
 
 
-PRETRAIN = Experiment(PRETRAIN_DINO, _pretrain_dino, settings=(*PRETRAIN_SETTINGS, "precision"))
+PRETRAIN = Experiment(PRETRAIN_DINO, _pretrain_dino, settings=PRETRAIN_SETTINGS)
 FINETUNE = Experiment("finetune", _finetune, settings=(*DATA, "train", "precision"), needs=(PRETRAIN_DINO,))
 KNN = Experiment("knn", _knn, settings=(*DATA, "knn_k", "knn_temperature", "precision"), needs=(PRETRAIN_DINO,))
 EXPERIMENTS = (PRETRAIN, FINETUNE, KNN)

@@ -236,6 +236,22 @@ def pretraining_page_table(pretraining: pd.DataFrame) -> PageTable:
     return out
 
 
+def pretraining_findings(pretraining: pd.DataFrame) -> list[str]:
+    """One sentence per pretraining that ran: whether its DINO loss fell, and whether the teacher's features
+    kept their spread (a collapsed teacher maps every image to one point: feature std 0)."""
+    out = []
+    ok = pretraining[pretraining["status"] == "ok"] if not pretraining.empty else pretraining
+    for r in ok.to_dict("records"):
+        first, last = r["history"][0], r["history"][-1]
+        moved = "fell" if last["loss"] < first["loss"] else "did not fall"
+        spread = last["feature_std"] / first["feature_std"]
+        out.append(f"In-domain DINO of {r['model']} on {r['dataset']} ({int(r['epochs'])} epochs, {int(r['n_train'])} "
+                   f"images): the loss {moved} ({first['loss']:.3f} → {last['loss']:.3f}); the teacher's feature "
+                   f"std kept {spread:.0%} of its first epoch's ({first['feature_std']:.4f} → "
+                   f"{last['feature_std']:.4f}): **{'no collapse' if spread > 0.5 else 'a collapse'}**.")
+    return out
+
+
 def indomain_gap_table(rows: pd.DataFrame, root, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
     """For every in-domain DINO init that ran: its difference from its start init (random + in-domain DINO
     against random: the same backbone without the pretraining) per evaluation × dataset × model, with the
