@@ -128,3 +128,25 @@ def test_pretraining_findings_say_whether_the_loss_fell_and_whether_the_teacher_
     assert "the loss fell (8.000 → 7.500)" in healthy and "**no collapse**" in healthy
     assert "the loss did not fall (8.000 → 8.200)" in collapsed and "**a collapse**" in collapsed
     assert pretraining_findings(pd.DataFrame([{**row([8.0], [0.04]), "status": "unavailable"}])) == []
+
+
+def test_fig1_figure_gives_the_in_domain_init_a_slot_only_where_it_ran():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from medvit.plots.fig1 import fig1_figure
+
+    rows = pd.DataFrame([{"experiment": e, "dataset": d, "model": m, "init": i, "repetition": 0, "status": "ok",
+                          "metric": "roc_auc", "value": 0.6}
+                         for e in ("finetune", "knn") for m in ("resnet50", "deit_small")
+                         for d, i in (("retinamnist", "random"), ("breastmnist", "random"))]
+                        + [{"experiment": e, "dataset": "retinamnist", "model": "deit_small", "init": INIT,
+                            "repetition": 0, "status": "ok", "metric": "roc_auc", "value": 0.6} for e in ("finetune", "knn")])
+    fig = fig1_figure(rows, inits=("random", INIT))
+    ticks = {ax.get_title(): [t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.get_title()}
+    assert ticks["retinamnist — fine-tuning"] == ["random", "random\n+ in-domain DINO"]
+    assert ticks["breastmnist — k-NN"] == ["random"]
+    plt.close(fig)

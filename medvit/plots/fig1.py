@@ -114,9 +114,10 @@ def knn_sensitivity_page_table(rows: pd.DataFrame, root, ks=SENSITIVITY_KS,
 def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("random", "imagenet", "dino")):
     """Rows: fine-tuning, k-NN; columns: datasets; bars: median over repetitions ± std per init and model.
 
-    Only what ran is drawn: an init, a model, a dataset or an evaluation without any ``ok`` row has no slot
-    (the page lists what could not run under the figure); within a drawn slot, a bar that did not run
-    (e.g. one model's weights missing) is marked n/a."""
+    Only what ran is drawn: an init, a model, a dataset or an evaluation without any ``ok`` row has no slot,
+    nor has an init in the panels of a dataset where it ran for no model (e.g. an in-domain pretraining done
+    for one dataset only); the page lists what could not run under the figure. Within a drawn slot, a bar
+    that did not run (e.g. one model's weights missing) is marked n/a."""
     ran = rows[rows["status"] == "ok"]
     datasets = [d for d in dict.fromkeys(rows["dataset"]) if d in set(ran["dataset"])]
     evaluations = [e for e in EVALUATIONS if e in set(ran["experiment"])]
@@ -135,8 +136,9 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
             ax = axes[i, j]
             sub = rows[(rows["experiment"] == ev) & (rows["dataset"] == ds)]
             metric = next((m for m in sub["metric"] if m), "")
+            here = [n for n in inits if n in set(sub.loc[sub["status"] == "ok", "init"])]
             for k, model in enumerate(models):
-                for x, init in enumerate(inits):
+                for x, init in enumerate(here):
                     cell = sub[(sub["model"] == model) & (sub["init"] == init)]
                     ok = cell.loc[cell["status"] == "ok", "value"].astype(float)
                     pos = x - 0.4 + width * (k + 0.5)
@@ -152,8 +154,8 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
                     elif p is not None:
                         other_init.add(p["note"])
                         ax.plot(pos, p["median"], "kD", ms=4, mfc="none", label="paper (other init)")
-            ax.set_xticks(range(len(inits)), [INIT_NAMES.get(n, n).replace(" + ", "\n+ ") for n in inits])
-            ax.set_xlim(-0.5, len(inits) - 0.5)  # every init's slot, drawn or not
+            ax.set_xticks(range(len(here)), [INIT_NAMES.get(n, n).replace(" + ", "\n+ ") for n in here])
+            ax.set_xlim(-0.5, max(len(here), 1) - 0.5)
             ax.set_title(f"{ds} — {EVALUATION_NAMES.get(ev, ev)}", fontsize=10)
             ax.set_ylabel(metric.replace("_", " "))
             ax.set_ylim(min(0, ax.get_ylim()[0]), 1.0)
