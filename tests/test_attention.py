@@ -9,6 +9,7 @@ import torch
 from medvit import create_dataset, create_model, create_transform, load_params
 from medvit.attention import attention_distance, collect_attention_distance, mean_attention_distance
 from medvit.figures.fig5 import plan as plan_fig5
+from medvit.runs import Run
 
 
 def _random_patch_attention(b, heads, n, seed=0):
@@ -95,9 +96,11 @@ def test_collecting_loop_refuses_a_model_without_attention():
 def test_fig5_plans_backbone_and_finetuned_runs_for_each_vit_and_existing_init():
     params = load_params("smoke")
     runs = plan_fig5(params)
-    assert {r.experiment for r in runs} == {"attention", "attention_finetuned"}
+    # the smoke profile's in-domain DINO init is pretrained for DeiT-T: its pretraining comes first, once
+    assert runs[0] == Run("pretrain_dino", "synthetic_shapes", "deit_tiny", "random+dino_indomain", 0)
+    assert {r.experiment for r in runs[1:]} == {"attention", "attention_finetuned"}
     assert {r.model for r in runs} == {"deit_tiny"}  # the smoke profile's only ViT
-    assert {r.init for r in runs} == {"random", "imagenet"}  # no DINO weights exist for DeiT-T
+    assert {r.init for r in runs} == {"random", "imagenet", "random+dino_indomain"}  # no DINO weights for DeiT-T
     assert {r.dataset for r in runs} == set(params.saliency_datasets)
 
 
