@@ -51,7 +51,8 @@ def results_store(params: Params) -> ResultsStore:
 
 
 def settings_hash(run: Run, params: Params) -> str:
-    return experiment(run.experiment).settings_hash(params, run)
+    """The hash of the settings ``run`` reads; "" for an experiment that does not exist (its failed row has "")."""
+    return EXPERIMENTS[run.experiment].settings_hash(params, run) if run.experiment in EXPERIMENTS else ""
 
 
 def execute_run(run: Run, params: Params, store: ResultsStore, device=None, force: bool = False) -> dict:

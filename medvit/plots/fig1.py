@@ -275,14 +275,15 @@ def indomain_page_table(rows: pd.DataFrame, root, n_resamples: int = N_RESAMPLES
     for r in table.to_dict("records"):
         key = (r["experiment"], r["dataset"], r["model"])
         shown.append({"evaluation": EVALUATION_NAMES.get(r["experiment"], r["experiment"]), "dataset": r["dataset"],
-                      "model": r["model"], "metric": r["metric"].replace("_", " "),
-                      INIT_NAMES[r["baseline"]]: scores.get((*key, r["baseline"]), "–"),
-                      "with in-domain DINO": scores.get((*key, r["init"]), "–"),
-                      "difference": f"{r['gap']:+.3f}",
-                      "95% CI": f"[{r['ci_low']:+.3f},{NBSP}{r['ci_high']:+.3f}]"})
+                      "model": r["model"], INIT_NAMES[r["baseline"]]: scores.get((*key, r["baseline"]), "–"),
+                      "+ in-domain DINO": scores.get((*key, r["init"]), "–"),
+                      "difference (95% CI)": f"{r['gap']:+.3f} [{r['ci_low']:+.3f},{NBSP}{r['ci_high']:+.3f}]"})
     out.frame = pd.DataFrame(shown)
-    out.caption = ("Scores: median ± std over repetitions (n). Difference: mean with in-domain DINO − mean "
-                   "without, with a 95% bootstrap interval over the test images (paired) and the repetitions.")
+    metrics = "; ".join(f"{d}: {m.replace('_', ' ')}"
+                        for d, m in table.groupby("dataset", sort=False)["metric"].first().items())
+    out.caption = (f"Test metric ({metrics}): median ± std over repetitions (n). Difference: mean with in-domain "
+                   f"DINO − mean without, with a 95% bootstrap interval over the test images (paired) and the "
+                   f"repetitions.")
     return out
 
 
