@@ -65,7 +65,7 @@ def execute_run(run: Run, params: Params, store: ResultsStore, device=None, forc
     with store.claim(run.run_id) as claim:
         if claim is None:
             return {"run_id": run.run_id, "status": "", "skipped": "claimed", "holder": store.holder(run.run_id)}
-        if not force and run.experiment in EXPERIMENTS:  # an unknown one fails below, with its failed row
+        if not force:
             current = settings_hash(run, params)
             done = [r for r in store.run_rows(run.run_id)
                     if r["status"] == "ok" and r.get("settings_hash") == current]
@@ -78,9 +78,8 @@ def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict
     clock = timed()
     row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
            "repetition": run.repetition, "profile": params.profile, "seed": params.seed_for(run.repetition),
-           "settings_hash": "", "params_hash": params.hash, "params": params.to_dict()}
+           "settings_hash": settings_hash(run, params), "params_hash": params.hash, "params": params.to_dict()}
     try:
-        row["settings_hash"] = settings_hash(run, params)
         device = resolve_device(params) if device is None else torch.device(device)
         row.update(provenance(device))
         row.update(experiment(run.experiment).execute(run, params, device), status="ok", reason="")
@@ -158,9 +157,8 @@ def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, f
     """(run, row, seconds) for each of ``runs`` as it ends: one after the other in their order, or with
     ``cpu_workers`` > 1 in that many worker processes, each run started as soon as a worker is free and the
     runs it reads (:func:`prerequisites`) have ended (those that others wait for first, then in order), with
-    its share of the cores as threads. A run
-    that fails has its failed row written; the others still run, and the first failure is raised at the end.
-    ``retries`` (runs that were unavailable, whose weights or data are most likely still missing: a second's
+    its share of the cores as threads. A run that fails has its failed row written; the others still run,
+    and the first failure is raised at the end. ``retries`` (runs that were unavailable, whose weights or data are most likely still missing: a second's
     work each) are tried here first, without starting workers, unless they read a run still to do."""
     later = {r for r in runs if r not in retries}
     here = [r for r in runs if r in retries and not set(prerequisites(r)) & later]
@@ -259,8 +257,8 @@ def do_runs(params: Params, runs: list[Run], label: str, force: bool = False) ->
               flush=True)
     device = resolve_device(params)
     elsewhere = 0
-    retries = set() if rows.empty else {r for r in todo if r.run_id in set(rows.loc[rows["status"] == "unavailable",
-                                                                                    "run_id"])}
+    unavailable = set() if rows.empty else set(rows.loc[rows["status"] == "unavailable", "run_id"])
+    retries = {r for r in todo if r.run_id in unavailable}
     for i, (run, row, seconds) in enumerate(_execute_all(todo, params, store, device, force, retries), 1):
         if row.get("skipped") == "claimed":
             elsewhere += 1
