@@ -82,9 +82,10 @@ def pending_runs(params: Params, figures: list[str] | None = None, force: bool =
     ``retry_unavailable``, since a job that finds them still missing costs a slot in the queue; every
     run with ``force``."""
     runs = grid_runs(params, figures)
-    if force:
-        return runs
-    states = run_states(params, runs)
+    return runs if force else _to_submit(runs, run_states(params, runs), retry_unavailable)
+
+
+def _to_submit(runs: list[Run], states: dict, retry_unavailable: bool) -> list[Run]:
     skip = {"ok"} if retry_unavailable else {"ok", "unavailable"}
     return [r for r in runs if states[r.run_id][0] not in skip]
 
@@ -580,14 +581,14 @@ def launch(params: Params, launcher: str, figures: list[str] | None = None, forc
         raise ValueError(f"unknown launcher {launcher!r}; expected one of {', '.join(LAUNCHERS)}")
     if not options.get("dry_run"):
         _submitit()  # one clear line before anything else when the extra is missing
-    runs = pending_runs(params, figures, force, retry_unavailable)
     grid = grid_runs(params, figures)
+    states = {} if force else run_states(params, grid)  # one read of the store for both uses below
+    runs = grid if force else _to_submit(grid, states, retry_unavailable)
     log(f"{launcher}: {len(grid)} runs in the grid of {', '.join(figures or FIGURES)} (profile {params.profile}), "
         f"{len(runs)} to do; results in {results_store(params).root}", flush=True)
-    unavailable = [] if force or retry_unavailable else [
-        (r, why) for r, (state, why) in zip(grid, run_states(params, grid).values()) if state == "unavailable"]
+    unavailable = [] if retry_unavailable else [r for r in grid if states.get(r.run_id, ("",))[0] == "unavailable"]
     if unavailable:
-        run, why = unavailable[0]
+        run, why = unavailable[0], states[unavailable[0].run_id][1]
         log(f"{launcher}: {len(unavailable)} runs were unavailable here when last tried (e.g. {run.run_id}: "
             f"{why.splitlines()[0][:120]}); not submitted again: --retry-unavailable submits them once their "
             f"weights or data are in place", flush=True)
