@@ -220,7 +220,7 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
 def _check_names(params: Params, sources: dict[str, str]) -> None:
     """Every dataset, model and init named in the profile exists (the error suggests the closest name)."""
     from .data import list_datasets
-    from .models import INITS, list_models
+    from .models import INITS, indomain_start, list_models
 
     kinds = {"datasets": list_datasets(), "models": list_models(), "inits": list(INITS)}
     for f in dataclasses.fields(Params):
@@ -232,8 +232,8 @@ def _check_names(params: Params, sources: dict[str, str]) -> None:
                 raise ParamsError(f"{sources[f.name]}: {f.name} names unknown {kind[:-1]} {name!r}"
                                   f"{_did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
     indomain = [(f.name, i) for f in dataclasses.fields(Params) if f.name.endswith("_inits")
-                for i in getattr(params, f.name) if i.endswith("+dino_indomain")]
-    seg = [i for i in params.seg_inits if i.endswith("+dino_indomain")]
+                for i in getattr(params, f.name) if indomain_start(i) is not None]
+    seg = [i for i in params.seg_inits if indomain_start(i) is not None]
     if seg:
         raise ParamsError(f"{sources['seg_inits']}: seg_inits names {seg[0]!r}: segmentation starts from the paper's "
                           f"inits only (random, imagenet, dino); in-domain DINO is pretrained for the "

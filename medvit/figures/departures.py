@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ..data import dataset_facts
+from ..models import indomain_start
 from ..paper import paper_counterpart
 from ..params import Params, load_params
 
@@ -88,7 +89,7 @@ def classification_departures(params: Params, datasets, models, inits, knn: bool
 
 def dino_departures(params: Params, inits) -> list[str]:
     """How the in-domain DINO pretraining departs from the authors' (only where an in-domain init is shown)."""
-    shown = [i for i in inits if i.endswith("+dino_indomain")]
+    shown = [i for i in inits if indomain_start(i) is not None]
     if not shown:
         return []
     paper, out = protocol(), []

@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..knn import SENSITIVITY_KS, SENSITIVITY_TEMPERATURES, knn_sensitivity
+from ..models import indomain_start
 from ..paper import paper_counterpart, paper_results, paper_value
 from ..predictions import load_features
 from ..stats import FIG1_PAIRS, MARGIN, N_RESAMPLES, init_gap_table, task_of
@@ -136,7 +137,8 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
             ax = axes[i, j]
             sub = rows[(rows["experiment"] == ev) & (rows["dataset"] == ds)]
             metric = next((m for m in sub["metric"] if m), "")
-            here = [n for n in inits if n in set(sub.loc[sub["status"] == "ok", "init"])]
+            ran_here = set(sub.loc[sub["status"] == "ok", "init"])
+            here = [n for n in inits if n in ran_here]
             for k, model in enumerate(models):
                 for x, init in enumerate(here):
                     cell = sub[(sub["model"] == model) & (sub["init"] == init)]
@@ -258,8 +260,8 @@ def indomain_gap_table(rows: pd.DataFrame, root, n_resamples: int = N_RESAMPLES)
     """For every in-domain DINO init that ran: its difference from its start init (random + in-domain DINO
     against random: the same backbone without the pretraining) per evaluation × dataset × model, with the
     interval (``medvit.stats.init_gap_table``)."""
-    inits = [i for i in dict.fromkeys(rows["init"]) if i.endswith("+dino_indomain")] if not rows.empty else []
-    parts = [init_gap_table(rows, root, i, i.removesuffix("+dino_indomain"), n_resamples=n_resamples) for i in inits]
+    inits = [i for i in dict.fromkeys(rows["init"]) if indomain_start(i) is not None] if not rows.empty else []
+    parts = [init_gap_table(rows, root, i, indomain_start(i), n_resamples=n_resamples) for i in inits]
     return pd.concat(parts, ignore_index=True) if parts else init_gap_table(rows.iloc[:0], root, "", "")
 
 
