@@ -181,6 +181,27 @@ def test_fig4_grid_shows_available_models_and_notes_the_unavailable_ones(smoke):
     plt.close(fig)
 
 
+def test_fig4_leaves_out_an_in_domain_init_where_the_profile_does_not_pretrain_it(smoke):
+    """The smoke profile pretrains in-domain DINO for DeiT-T only: ResNet18's in-domain init is not in the plan,
+    which Fig 4 says as such (not as a missing checkpoint), and a row planned nowhere is not drawn."""
+    unplanned = saliency_model(smoke, "synthetic_shapes", "resnet18", "random+dino_indomain")
+    assert not unplanned.available and not unplanned.planned
+    assert "not in the profile's plan: no in-domain DINO pretraining of resnet18 on synthetic_shapes" in unplanned.reason
+    assert "checkpoint" not in unplanned.reason
+    grid = saliency_grid(smoke, inits=["random", "random+dino_indomain"])
+    assert ("resnet18", "random+dino_indomain") not in grid.rows
+    assert ("deit_tiny", "random+dino_indomain") in grid.rows  # planned; unavailable until pretrained
+    planned, _ = grid.cells["deit_tiny", "random+dino_indomain", "synthetic_shapes"]
+    assert planned.planned and not planned.available
+    grid.rows.append(("resnet18", "random+dino_indomain"))  # a row with an unplanned cell, as on a second dataset
+    grid.cells["resnet18", "random+dino_indomain", "synthetic_shapes"] = (unplanned, None)
+    fig = fig4_figure(grid)
+    text = _figure_text(fig)
+    assert "not in this profile's plan for synthetic_shapes" in text
+    assert "resnet18 / random+dino_indomain" not in text  # not a numbered "unavailable" note
+    plt.close(fig)
+
+
 # --- the interactive explorer ----------------------------------------------------------------------------------
 
 def test_explorer_renders_every_available_head_and_an_unavailable_panel_otherwise(smoke):

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from ..data import create_transform
-from ..models import ModelError, WeightsUnavailableError, create_model, model_inits
+from ..models import ModelError, WeightsUnavailableError, create_model, indomain_start
 from ..params import Params
 from ..runs import Run, RunUnavailable, checkpoint_path, pretrained_weights, profile_dataset, runs_here, with_pretraining
 from ..saliency import SaliencyMaps, saliency_maps
@@ -46,6 +46,7 @@ class SaliencyModel:
     source: str = ""  # what the model is: fine-tuned checkpoint or pretrained backbone
     reason: str = ""  # why it is unavailable
     finetuned: bool = False  # a Fig 1 fine-tuned checkpoint (else a pretrained backbone, not trained on the data)
+    planned: bool = True  # (dataset, backbone, init) is in the profile's grid (``runs.runs_here``)
 
     @property
     def available(self) -> bool:
@@ -54,7 +55,14 @@ class SaliencyModel:
 
 def saliency_model(params: Params, dataset: str, name: str, init: str, device="cpu") -> SaliencyModel:
     """The Fig 1 fine-tuned model (checkpoint of repetition 0) when it exists, else the pretrained
-    backbone (imagenet / dino inits), else an unavailable entry with the reason. Never another init."""
+    backbone (imagenet / dino inits), else an unavailable entry with the reason. Never another init.
+    An in-domain DINO init that the profile does not pretrain on ``dataset`` is not planned: unavailable,
+    and the reason says so (not a missing file)."""
+    if indomain_start(init) is not None and not runs_here(params, dataset, name, init):
+        return SaliencyModel(dataset, name, init, None, planned=False,
+                             reason=f"not in the profile's plan: no in-domain DINO pretraining of {name} on "
+                                    f"{dataset} (dino_datasets: {list(params.dino_datasets)}, dino_models: "
+                                    f"{list(params.dino_models)})")
     run = Run("finetune", dataset, name, init, 0)
     ckpt = checkpoint_path(params, run)
     if ckpt.is_file():
@@ -122,7 +130,7 @@ def saliency_grid(params: Params, models=None, inits=None, datasets=None, num_im
         size = len(profile_dataset(params, d, "test"))
         indices[d] = list(range(min(n, size)))
         batches[d], images[d] = load_test_images(params, d, indices[d])
-    rows = [(m, i) for i in inits for m in models if i in model_inits(m)]
+    rows = [(m, i) for i in inits for m in models if any(runs_here(params, d, m, i) for d in datasets)]
     cells = {}
     for m, i in rows:
         for d in datasets:

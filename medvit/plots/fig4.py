@@ -113,6 +113,9 @@ def fig4_figure(grid, panel_size: float = 1.5, show_unavailable: bool = True, ma
             for c, (d, k) in enumerate(columns):
                 resolved, maps = grid.cells[model, init, d]
                 ax = axes[r, c]
+                if not resolved.planned:  # e.g. an in-domain init on a dataset the profile does not pretrain on
+                    draw_unavailable(ax, f"not in this profile's plan for {d}")
+                    continue
                 if maps is None and not show_unavailable:  # another dataset of this row has a model
                     draw_unavailable(ax, "not available (listed under the figure)")
                     continue
