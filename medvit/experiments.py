@@ -233,7 +233,7 @@ def _timed_run(run: Run, params: Params, root: str, device: str, force: bool, th
     return row, time.perf_counter() - start
 
 
-def run_experiment(params: Params, name: str, force: bool = False, progress: bool = True) -> pd.DataFrame:
+def run_experiment(params: Params, name: str, force: bool = False) -> pd.DataFrame:
     """Do the figure's runs that the store lacks under the current settings (all with ``force``); return
     the rows that count, one per run. Prints one line per finished run and a summary."""
     return do_runs(params, plan(params, name), name, force)

@@ -208,7 +208,7 @@ def test_reproduce_resumes_without_redoing_finished_runs(tmp_path, capsys):
     for run in first:  # the part that finished before an interruption
         execute_run(run, params, results_store(params))
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
-    rows = medvit.run_experiment(params, "fig1", progress=False)
+    rows = medvit.run_experiment(params, "fig1")
     out = capsys.readouterr().out
     assert f"{len(first)} already done, {len(runs) - len(first)} to run" in out
     assert len(rows) == len(runs) and set(rows["status"]) == {"ok"}
@@ -258,15 +258,14 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path
 def test_a_changed_setting_reruns_what_reads_it_and_never_mixes_rows(tmp_path, capsys):
     small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], train={"epochs": 1})
     params = medvit.load_params("smoke", **small)
-    medvit.run_experiment(params, "fig1", progress=False)
+    medvit.run_experiment(params, "fig1")
     changed = medvit.load_params("smoke", knn_k=7, **small)
     capsys.readouterr()
-    medvit.run_experiment(changed, "fig1", progress=False)
+    medvit.run_experiment(changed, "fig1")
     out = capsys.readouterr().out
     assert "1 already done, 1 to run" in out and "knn__synthetic_shapes__resnet18__random__r0: ok" in out
     assert "1 older rows made with other settings are kept as history and not shown" in out
-    rows = medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1",
-                                 progress=False)
+    rows = medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1")
     assert "to run" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
     assert sorted(rows["k"].dropna()) == [20.0], "the rows shown are those of the current settings"
 

@@ -211,7 +211,7 @@ def test_fig2_experiment_trains_saves_checkpoints_and_draws_the_overlay_grid(tmp
     params = load_params("smoke", results_dir=str(tmp_path), seg_train={"epochs": 1, "batch_size": 4},
                          dataset_options={"synthetic_shapes_seg": {"size": 32, "n_train": 8, "n_val": 4,
                                                                    "n_test": 4}})
-    rows = run_experiment(params, "fig2", progress=False)
+    rows = run_experiment(params, "fig2")
     assert len(rows) == 2 and set(rows["status"]) == {"ok"}
     for _, row in rows.iterrows():
         assert row["metric"] == "dice" and row["value"] == row["metrics"]["dice"]
