@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -116,8 +117,13 @@ def _prepare_for_book(path: Path) -> None:
 
 def _kernel_manager_class():
     """A kernel manager that talks to the kernel over local IPC sockets where the system has them: over TCP,
-    ipykernel warns on every start that the connection is unencrypted."""
+    ipykernel warns on every start that the connection is unencrypted. Each kernel's sockets get a name of
+    their own in Jupyter's runtime folder (by default they are ``kernel-ipc-<n>`` in the current folder, and
+    two kernels started at once take the same ones)."""
+    import uuid
+
     from jupyter_client.manager import KernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
 
     if os.name != "posix":
         return KernelManager
@@ -125,6 +131,8 @@ def _kernel_manager_class():
     class IPCKernelManager(KernelManager):
         def __init__(self, **kwargs):
             super().__init__(transport="ipc", **kwargs)
+            os.makedirs(jupyter_runtime_dir(), exist_ok=True)
+            self.ip = os.path.join(jupyter_runtime_dir(), f"medvit-{uuid.uuid4().hex[:12]}-ipc")
 
     return IPCKernelManager
 
@@ -226,7 +234,6 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
     book_dir = Path(book_dir or default_book_dir())
     log_path = results_dir / params.profile / "reproduce.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    done = []
     with open(log_path, "a") as log_file:
         tee = _Tee(out, log_file)
         now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -241,14 +248,92 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
                 run_grid(dataclasses.replace(params, results_dir=str(results_dir)), figures, force=force)
             tee.write(f"runs of {', '.join(figures)}: done in {time.perf_counter() - start:.0f} s\n")
             force = False  # the pages find them done
-        for i, key in enumerate(keys, 1):
-            start = time.perf_counter()
-            tee.write(f"[{i}/{len(keys)}] {key}: executing {sources[key].name}\n")
-            done.append(execute_notebook(key, profile, results_dir, force=force, book_dir=book_dir,
-                                         stdout=tee, stderr=log_file))
-            tee.write(f"[{i}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {done[-1]}\n")
+        done = _execute_pages(keys, sources, profile, results_dir, book_dir, force, params, tee, log_file)
         tee.write(f"reproduce: {len(done)} of {len(keys)} notebook(s) executed into {book_dir / EXECUTED}\n")
     return done
+
+
+def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, force: bool, params, tee,
+                   log_file) -> list[Path]:
+    """Execute the pages ``keys``, ``params.cpu_runs`` at a time (each page is a kernel of its own, mostly
+    importing and drawing), in their order as lanes free up. Two pages that would still do a run in common
+    (the landing page and Fig 1 both retry Fig 1's unavailable runs) never run together, so no page finds
+    its runs claimed by the other. What a page prints is shown line by line, prefixed with its key when
+    pages run side by side. The first page that fails stops the others from starting; its error is raised
+    once the running ones have ended. Returns the executed pages in the order of ``keys``."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    lanes = max(1, min(params.cpu_runs, len(keys)))
+    todo = _runs_left(dataclasses.replace(params, results_dir=str(results_dir)), keys) if lanes > 1 else \
+        dict.fromkeys(keys, set())
+    position = {key: i for i, key in enumerate(keys, 1)}
+
+    def page(key):
+        start = time.perf_counter()
+        tee.write(f"[{position[key]}/{len(keys)}] {key}: executing {sources[key].name}\n")
+        out = _LinePrefix(tee, f"{key} | ") if lanes > 1 else tee
+        path = execute_notebook(key, profile, results_dir, force=force, book_dir=book_dir, stdout=out,
+                                stderr=log_file)
+        out.flush()
+        tee.write(f"[{position[key]}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {path}\n")
+        return path
+
+    done, waiting, running, failure = {}, list(keys), {}, None
+    with ThreadPoolExecutor(lanes) as pool:
+        while running or (waiting and failure is None):
+            busy = set().union(*(todo[k] for k in running.values()))
+            for key in list(waiting):
+                if failure is not None or len(running) == lanes:
+                    break
+                if todo[key] & busy:
+                    continue
+                running[pool.submit(page, key)] = key
+                waiting.remove(key)
+                busy |= todo[key]
+            ended, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in ended:
+                key = running.pop(future)
+                try:
+                    done[key] = future.result()
+                except BaseException as err:  # noqa: BLE001 - raised below, once the running pages ended
+                    failure = failure or err
+    if failure is not None:
+        raise failure
+    return [done[k] for k in keys]
+
+
+def _runs_left(params, keys: list[str]) -> dict[str, set[str]]:
+    """Per page, the ids of the runs its notebook may still try: those of its figure's plan that are not ``ok``
+    under the current settings (after the grid, the unavailable ones, which a page retries). A page that
+    only reads runs (Fig 4) is counted as if it tried its plan's: it waits a little more, never collides."""
+    from .launch import pending_runs
+
+    left = {}
+    for key in keys:
+        figures = _figures_of([key])
+        left[key] = {r.run_id for r in pending_runs(params, figures, retry_unavailable=True)} if figures else set()
+    return left
+
+
+class _LinePrefix:
+    """A text stream that writes whole lines to ``stream``, each starting with ``prefix`` (two pages' output
+    side by side stays readable); thread-safe, so pages running together do not split each other's lines."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.partial = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        if lines:
+            with self._lock:
+                self.stream.write("".join(f"{self.prefix}{line}\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.partial:
+            self.write("\n")
 
 
 def _figures_of(keys: list[str]) -> list[str]:

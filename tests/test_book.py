@@ -8,6 +8,8 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 import medvit
-from medvit import resources, runner
+from medvit import experiments, resources, runner
 from medvit.experiments import execute_run, plan, results_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,12 +179,73 @@ def test_reproduce_shows_what_the_notebooks_print_live_and_logs_it_beside_the_re
         assert "[1/2] fig1: executing" in text and "[2/2] fig3: done in" in text and "2 of 2 notebook(s)" in text
 
 
+class TimedPapermill(FakePapermill):
+    """A FakePapermill that takes ``seconds`` per page (or ``{page: seconds}``), prints in two pieces, and
+    records which pages ran at the same time; a page named in ``fail`` raises like a failing cell."""
+
+    def __init__(self, seconds=0.3, fail=()):
+        self.seconds, self.fail_pages, self.running, self.together, self.started = seconds, fail, set(), [], []
+        self.lock = threading.Lock()
+
+    def __call__(self, input_path, output_path, parameters, cwd, stdout_file=None, **kwargs):
+        name = Path(output_path).name.split(".")[0]
+        with self.lock:
+            self.started.append(name)
+            self.running.add(name)
+            self.together.append(set(self.running))
+        stdout_file.write(f"{name}: 3 runs planned")
+        time.sleep(self.seconds.get(name, 0.3) if isinstance(self.seconds, dict) else self.seconds)
+        stdout_file.write(", 3 ok\n")
+        with self.lock:
+            self.running.discard(name)
+        nb = nbformat.read(input_path, as_version=4)
+        nbformat.write(nb, output_path)
+        if name in self.fail_pages:
+            raise papermill.PapermillExecutionError(3, 3, "load_params(...)", "ParamsError", "unknown profile", ["tb"])
+
+
+def test_pages_run_side_by_side_but_never_two_that_would_retry_the_same_run(tmp_path, monkeypatch):
+    (tmp_path / "two.yaml").write_text((REPO / "params" / "smoke.yaml").read_text() + "\ncpu_runs: 2\n")
+    monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: None)  # the runs are not this test's subject
+    left = {"intro": {"fig1_unavailable"}, "fig1": {"fig1_unavailable"}, "fig2": set(), "fig3": set()}
+    monkeypatch.setattr(runner, "_runs_left", lambda params, keys: {k: left[k] for k in keys})
+    fake = TimedPapermill()
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    out = io.StringIO()
+    keys = ["intro", "fig1", "fig2", "fig3"]
+    pages = runner.reproduce(tmp_path / "two.yaml", only=keys, results_dir=tmp_path / "results", book_dir=tmp_path,
+                             out=out)
+    assert [p.stem for p in pages] == ["intro", "fig1_finetune_knn", "fig2_segmentation", "fig3_capacity"]
+    assert max(map(len, fake.together)) == 2, "two pages at a time"
+    assert not any({"intro", "fig1_finetune_knn"} <= together for together in fake.together)
+    assert set(fake.started[:2]) == {"intro", "fig2_segmentation"}, "fig1 waits for the page retrying its runs"
+    text = out.getvalue()
+    for key, name in [("intro", "intro"), ("fig2", "fig2_segmentation")]:
+        assert f"{key} | {name}: 3 runs planned, 3 ok\n" in text, "each page's lines whole, with its key"
+    assert "4 of 4 notebook(s)" in text
+
+
+def test_a_failing_page_stops_the_pages_after_it_and_is_raised_once_the_running_one_ended(tmp_path, monkeypatch):
+    (tmp_path / "two.yaml").write_text((REPO / "params" / "smoke.yaml").read_text() + "\ncpu_runs: 2\n")
+    monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: None)
+    monkeypatch.setattr(runner, "_runs_left", lambda params, keys: dict.fromkeys(keys, set()))
+    fake = TimedPapermill({"fig1_finetune_knn": 1.0, "fig2_segmentation": 0.1}, fail=("fig2_segmentation",))
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    with pytest.raises(runner.NotebookFailed, match="fig2_segmentation.md failed in cell 3"):
+        runner.reproduce(tmp_path / "two.yaml", only=["fig1", "fig2", "fig3", "fig4"], results_dir=tmp_path / "r",
+                         book_dir=tmp_path, out=io.StringIO())
+    assert sorted(fake.started) == ["fig1_finetune_knn", "fig2_segmentation"], "nothing starts after a failure"
+    assert (tmp_path / runner.EXECUTED / "fig1_finetune_knn.ipynb").is_file(), "the page running beside it ended"
+
+
 def test_the_kernel_talks_over_ipc_not_unencrypted_tcp(tmp_path, monkeypatch):
     fake = FakePapermill()
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     runner.execute_notebook("intro", "smoke", tmp_path / "results", book_dir=tmp_path)
     manager = fake.calls[0]["kernel_manager_class"](kernel_name="python3")
     assert manager.transport == "ipc"
+    other = fake.calls[0]["kernel_manager_class"](kernel_name="python3")
+    assert manager.ip != other.ip and Path(manager.ip).is_absolute(), "kernels started together share no socket"
 
 
 def test_reproduce_that_finds_no_notebooks_is_an_error(tmp_path, monkeypatch):
