@@ -264,7 +264,7 @@ def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, fo
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     lanes = max(1, min(params.cpu_runs, len(keys)))
-    todo = _runs_left(dataclasses.replace(params, results_dir=str(results_dir)), keys) if lanes > 1 else \
+    todo = _runs_left(dataclasses.replace(params, results_dir=str(results_dir)), keys, sources) if lanes > 1 else \
         dict.fromkeys(keys, set())
     position = {key: i for i, key in enumerate(keys, 1)}
 
@@ -302,15 +302,15 @@ def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, fo
     return [done[k] for k in keys]
 
 
-def _runs_left(params, keys: list[str]) -> dict[str, set[str]]:
+def _runs_left(params, keys: list[str], sources: dict[str, Path]) -> dict[str, set[str]]:
     """Per page, the ids of the runs its notebook may still try: those of its figure's plan that are not ``ok``
-    under the current settings (after the grid, the unavailable ones, which a page retries). A page that
-    only reads runs (Fig 4) is counted as if it tried its plan's: it waits a little more, never collides."""
+    under the current settings (after the grid, the unavailable ones, which a page retries); none for a page
+    that does no runs (its source never calls ``run_experiment``, like Fig 4's, which reads checkpoints)."""
     from .launch import pending_runs
 
     left = {}
     for key in keys:
-        figures = _figures_of([key])
+        figures = _figures_of([key]) if "run_experiment(" in sources[key].read_text() else []
         left[key] = {r.run_id for r in pending_runs(params, figures, retry_unavailable=True)} if figures else set()
     return left
 

@@ -208,7 +208,7 @@ def test_pages_run_side_by_side_but_never_two_that_would_retry_the_same_run(tmp_
     (tmp_path / "two.yaml").write_text((REPO / "params" / "smoke.yaml").read_text() + "\ncpu_runs: 2\n")
     monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: None)  # the runs are not this test's subject
     left = {"intro": {"fig1_unavailable"}, "fig1": {"fig1_unavailable"}, "fig2": set(), "fig3": set()}
-    monkeypatch.setattr(runner, "_runs_left", lambda params, keys: {k: left[k] for k in keys})
+    monkeypatch.setattr(runner, "_runs_left", lambda params, keys, sources: {k: left[k] for k in keys})
     fake = TimedPapermill()
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     out = io.StringIO()
@@ -225,10 +225,18 @@ def test_pages_run_side_by_side_but_never_two_that_would_retry_the_same_run(tmp_
     assert "4 of 4 notebook(s)" in text
 
 
+def test_the_runs_a_page_may_retry_are_its_figures_not_ok_ones_and_none_for_a_page_that_only_reads(tmp_path):
+    params = medvit.load_params("smoke", results_dir=str(tmp_path))  # an empty store: every run is still to do
+    left = runner._runs_left(params, ["intro", "fig1", "fig3", "fig4"], runner.available_notebooks())
+    assert left["intro"] == left["fig1"] == {r.run_id for r in plan(params, "fig1")}
+    assert left["fig3"] & left["fig1"], "Fig 3's page retries Fig 1's runs it shows"
+    assert left["fig4"] == set(), "Fig 4's page reads checkpoints and does no run"
+
+
 def test_a_failing_page_stops_the_pages_after_it_and_is_raised_once_the_running_one_ended(tmp_path, monkeypatch):
     (tmp_path / "two.yaml").write_text((REPO / "params" / "smoke.yaml").read_text() + "\ncpu_runs: 2\n")
     monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: None)
-    monkeypatch.setattr(runner, "_runs_left", lambda params, keys: dict.fromkeys(keys, set()))
+    monkeypatch.setattr(runner, "_runs_left", lambda params, keys, sources: dict.fromkeys(keys, set()))
     fake = TimedPapermill({"fig1_finetune_knn": 1.0, "fig2_segmentation": 0.1}, fail=("fig2_segmentation",))
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     with pytest.raises(runner.NotebookFailed, match="fig2_segmentation.md failed in cell 3"):
