@@ -5,6 +5,7 @@ import ast
 import difflib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -254,6 +255,18 @@ def test_the_kernel_talks_over_ipc_not_unencrypted_tcp(tmp_path, monkeypatch):
     assert manager.transport == "ipc"
     other = fake.calls[0]["kernel_manager_class"](kernel_name="python3")
     assert manager.ip != other.ip and Path(manager.ip).is_absolute(), "kernels started together share no socket"
+
+
+def test_a_page_kernel_side_by_side_gets_its_share_of_the_cores(monkeypatch):
+    from jupyter_client.manager import KernelManager
+
+    started = []
+    monkeypatch.setattr(KernelManager, "start_kernel", lambda self, **kw: started.append(kw))
+    runner._kernel_manager_class(threads=1)(kernel_name="python3").start_kernel(extra_arguments=[])
+    runner._kernel_manager_class()(kernel_name="python3").start_kernel(extra_arguments=[])
+    shared, alone = started
+    assert shared["env"]["OMP_NUM_THREADS"] == "1" and shared["env"]["PATH"] == os.environ["PATH"]
+    assert "env" not in alone, "one page at a time: the kernel's own default"
 
 
 def test_reproduce_that_finds_no_notebooks_is_an_error(tmp_path, monkeypatch):
