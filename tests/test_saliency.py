@@ -17,7 +17,7 @@ from medvit.data.synthetic import SPLIT_SEEDS, make_shapes  # noqa: E402
 from medvit.data.transforms import resize_size  # noqa: E402
 from medvit.runs import Run, save_checkpoint  # noqa: E402
 from medvit.explorer import Explorer  # noqa: E402
-from medvit.plots.fig4 import fig4_figure  # noqa: E402
+from medvit.plots.fig4 import fig4_figure, fig4_unavailable  # noqa: E402
 from medvit.figures.fig4 import saliency_grid, saliency_model  # noqa: E402
 from medvit.saliency import cls_attention, saliency_maps, top_mass_mask  # noqa: E402
 
@@ -199,6 +199,8 @@ def test_fig4_leaves_out_an_in_domain_init_where_the_profile_does_not_pretrain_i
     text = _figure_text(fig)
     assert "not in this profile's plan for synthetic_shapes" in text
     assert "resnet18 / random+dino_indomain" not in text  # not a numbered "unavailable" note
+    assert not any("not in the profile's plan" in reason for _, reason in fig4_unavailable(grid)), \
+        "the panels say it; the list under the figure is of what could not be had"
     plt.close(fig)
 
 

@@ -111,7 +111,8 @@ class SaliencyGrid:
         """Which model each (backbone, init, dataset) shows (fine-tuned checkpoint or pretrained backbone),
         or why none."""
         return pd.DataFrame([{"dataset": d, "model": m, "init": i, "method": "" if maps is None else maps.method,
-                              "shown": resolved.source or "unavailable", "reason": resolved.reason}
+                              "shown": resolved.source or "unavailable", "reason": resolved.reason,
+                              "planned": resolved.planned}
                              for (m, i, d), (resolved, maps) in self.cells.items()])
 
 

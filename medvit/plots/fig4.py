@@ -56,12 +56,14 @@ def _row_label(model: str, init: str, method: str | None) -> str:
 
 def fig4_unavailable(grid) -> list[tuple[str, str]]:
     """The (backbone, init) cells of a saliency grid that have no model, once per init
-    (``medvit.plots.tables.unavailable_summary``)."""
+    (``medvit.plots.tables.unavailable_summary``); not those outside the profile's plan (an in-domain init on a
+    dataset it is not pretrained on), whose panels say so."""
     sources = grid.sources()
     if sources.empty:
         return []
+    sources = sources[sources["planned"]]
     sources = sources.assign(status=["ok" if s != "unavailable" else "unavailable" for s in sources["shown"]])
-    return unavailable_summary(sources.drop(columns=["method", "shown"]), what="datasets")
+    return unavailable_summary(sources.drop(columns=["method", "shown", "planned"]), what="datasets")
 
 
 def fig4_findings(grid) -> list[str]:
