@@ -266,7 +266,7 @@ def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, fo
                    log_file) -> list[Path]:
     """Execute the pages ``keys``, ``params.cpu_runs`` at a time (each page is a kernel of its own, mostly
     importing and drawing, with its share of the cores as threads: with all of them each, two pages side by
-    side took 123 s instead of 92 s), in their order as lanes free up. Two pages that would still do a run in common
+    side took 123 s instead of 98 s), in their order as lanes free up. Two pages that would still do a run in common
     (the landing page and Fig 1 both retry Fig 1's unavailable runs) never run together, so no page finds
     its runs claimed by the other. What a page prints is shown line by line, prefixed with its key when
     pages run side by side. The first page that fails stops the others from starting; its error is raised
