@@ -42,6 +42,7 @@ from .data.base import ImageDataset
 from .data.transforms import resize_size
 from .models.backbones import (INDOMAIN_STARTS, INDOMAIN_SUFFIX, Backbone, ModelError, WeightsUnavailableError,
                                get_spec, indomain_start)
+from .train import Precision, resolve_precision
 
 CHECKPOINT_FORMAT = "medvit.pretrain_dino/1"
 AUTHORS_IMG_SIZE, AUTHORS_LOCAL_CROP = 224, 96
@@ -68,6 +69,7 @@ class DinoResult:
     local_crop_size: int = 0
     checkpoint: Path | None = None
     seconds: float = 0.0
+    precision: str = "fp32"  # what the steps computed in (dino_precision)
 
 
 def local_crop_size(img_size: int, multiple: int = 1) -> int:
@@ -101,6 +103,12 @@ class MultiCropTransform:
     def __call__(self, img: np.ndarray) -> list[torch.Tensor]:
         pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
         return self.views(self.resize(pil))
+
+
+def dino_precision(amp: bool, device: str | torch.device) -> Precision:
+    """What DINO computes in: with ``amp``, fine-tuning's rule (``resolve_precision("auto", device)``: bf16 on a
+    GPU that has it natively, fp16 with a gradient scaler on one that does not, fp32 on the CPU); else fp32."""
+    return resolve_precision("auto" if amp else "fp32", device)
 
 
 def _in_chans(model: Backbone) -> int:
@@ -217,8 +225,9 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
     transform is replaced by the multi-crop). ``checkpoint``: written after every epoch; if it exists, it
     is resumed at the epoch after its last (a finished one trains nothing), and one made with other
     settings (config, model, start init, channels, dataset) raises :class:`PretrainCheckpointError`.
-    ``amp``: bf16 autocast. On return ``model`` holds the teacher's backbone, the weights that
-    ``create_model(name, "<start>+dino_indomain", weights_file=checkpoint)`` loads.
+    ``amp``: mixed precision by fine-tuning's rule (:func:`dino_precision`). On return ``model`` holds the
+    teacher's backbone, the weights that ``create_model(name, "<start>+dino_indomain", weights_file=checkpoint)``
+    loads.
     """
     start_time = time.perf_counter()
     device = torch.device(device)
@@ -246,6 +255,8 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
                        student_temp=config.student_temp, center_momentum=config.center_momentum).to(device)
     # The authors' optimiser is torch.optim.Adam (weight decay as an L2 term), not DINO's AdamW.
     optimizer = torch.optim.Adam(_param_groups(student, student_head), lr=config.lr, weight_decay=config.weight_decay)
+    precision = dino_precision(amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)  # fp16: gradients kept from underflow
 
     history, first_epoch = [], 1
     if resume is not None:
@@ -255,6 +266,8 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
         teacher_head.load_state_dict(resume["teacher_head"])
         loss_fn.load_state_dict(resume["loss"])
         optimizer.load_state_dict(resume["optimizer"])
+        if precision.scaler and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
         history, first_epoch = list(resume["history"]), resume["epoch"] + 1
 
     views = dataset.with_transform(MultiCropTransform(dataset.info.mean, dataset.info.std, config, local_size))
@@ -262,7 +275,8 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
     total = iters * config.epochs
     warmup = int(min(config.warmup_iters, config.warmup_max_fraction * total))
     result = DinoResult(config=config, history=history, start_epoch=first_epoch, iterations_per_epoch=iters,
-                        warmup_iters=warmup, local_crop_size=local_size, checkpoint=checkpoint)
+                        warmup_iters=warmup, local_crop_size=local_size, checkpoint=checkpoint,
+                        precision=precision.name)
     n_global = 2
     label = f"DINO {model.name}/{model.init} {dataset.info.name}"
     epochs_bar = tqdm(range(first_epoch, config.epochs + 1), desc=label, initial=first_epoch - 1,
@@ -291,7 +305,7 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
 
             crops = [c.to(device, non_blocking=True) for c in crops]
             global_crops, local_crops = torch.cat(crops[:n_global]), crops[n_global:]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with precision.autocast(device):
                 with torch.no_grad():
                     teacher_feats = teacher.features(global_crops)
                     teacher_out = teacher_head(teacher_feats).float()
@@ -309,10 +323,12 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
                 raise FloatingPointError(f"{label}: non-finite DINO loss at epoch {epoch}, step {i + 1}")
 
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_([*student.parameters(), *student_head.parameters()], config.grad_clip)
             student_head.cancel_last_layer_gradients(epoch - 1)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+            scaler.update()
             update_momentum(student, teacher, m=momentum)
             update_momentum(student_head, teacher_head, m=momentum)
             sums += torch.stack([loss.detach(), entropy, feature_std])
@@ -329,7 +345,8 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
                                "student_backbone": student.net.state_dict(),
                                "teacher_backbone": teacher.net.state_dict(),
                                "student_head": student_head.state_dict(), "teacher_head": teacher_head.state_dict(),
-                               "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict()})
+                               "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scaler": scaler.state_dict()})
     epochs_bar.close()
     model.net.load_state_dict({k: v.to("cpu") for k, v in teacher.net.state_dict().items()})
     result.seconds = time.perf_counter() - start_time
@@ -381,4 +398,4 @@ def load_backbone_state(path: str | os.PathLike, name: str, init: str, in_chans:
 
 
 __all__ = ["DinoConfig", "DinoResult", "MultiCropTransform", "PretrainCheckpointError", "dino_checkpoint_path",
-           "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint"]
+           "dino_precision", "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint"]

@@ -7,12 +7,15 @@ metrics of the checkpoint with the best validation target metric. What differs b
 batches, the loss, the evaluation — is a :class:`Task` of a few lines: :class:`Classification` here,
 ``medvit.segment.Segmentation`` for DeepLabV3.
 
-Precision is a setting (:func:`resolve_precision`): ``auto`` is bf16 autocast on a GPU that supports it,
-fp16 autocast with a gradient scaler on one that does not (Colab's T4, V100), fp32 on the CPU; the authors
-trained in fp32. On CUDA and on the CPU, CNNs run channels_last and Adam is fused (on a CPU, oneDNN's
-channels_last convolutions and the fused Adam were measured faster: benchmarks/README.md). Evaluation runs
-under ``torch.inference_mode``. Nothing synchronises the host with the device per step: the loss is summed
-on the device and a non-finite loss is checked every ``NAN_CHECK_EVERY`` steps.
+Precision is a setting (:func:`resolve_precision`): ``auto`` is bf16 autocast on a GPU that computes bf16
+natively (:func:`bf16_supported`: compute capability 8.0 on), fp16 autocast with a gradient scaler on one that
+does not (Colab's T4, V100), fp32 on the CPU; the authors trained in fp32. Fine-tuning, segmentation, k-NN
+features and in-domain DINO all follow this one rule. On CUDA and on the CPU, CNNs run channels_last and Adam
+is fused (on a CPU, oneDNN's channels_last convolutions and the fused Adam were measured faster:
+benchmarks/README.md). Evaluation runs under ``torch.inference_mode``. Nothing synchronises the host with the
+device per step: the loss is summed on the device and a non-finite loss is checked every ``NAN_CHECK_EVERY``
+steps; a run whose epoch-mean training loss exceeds ``DIVERGED_FACTOR`` times its start
+(:class:`TrainingDiverged`) is stopped as diverged.
 
 Classification has two input paths. The **slow path** is the authors' pipeline: torchvision transforms
 image by image in DataLoader workers. The **fast path** (the default on CUDA and on the CPU when every split
@@ -42,6 +45,12 @@ from .data.transforms import create_transform
 from .metrics import compute_metrics, scores_from_logits
 
 NAN_CHECK_EVERY = 20  # steps between host-side checks of the on-device non-finite-loss flag
+# A run has diverged when an epoch's mean training loss exceeds this many times the loss of its first step.
+# The first step's loss is the untrained head's, about the loss of guessing (ln K for K classes, ln 2 per
+# label for BCE); an epoch ten times above guessing is learning nothing and going the wrong way, while the
+# warm-up's and augmentation's noise stay within a small multiple of the start.
+DIVERGED_FACTOR = 10.0
+BF16_CAPABILITY = (8, 0)  # CUDA compute capability from which bf16 is native (Ampere on; a T4 is 7.5, a V100 7.0)
 # The loop's phases carry torch.profiler labels (benchmarks/profile_run.py times them): measured 13 µs of CPU
 # each when no profiler records, four per step (a quick CPU step takes 1-4 s).
 PHASES = ("data", "forward", "backward", "optimizer", "validation", "test", "metrics", "best copy")
@@ -81,13 +90,18 @@ class Precision:
         return torch.autocast(device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
 
 
-def bf16_supported(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+def bf16_supported(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU of compute capability ``BF16_CAPABILITY`` or
+    more. ``torch.cuda.is_bf16_supported()`` is not the test: it also says yes where bf16 is only emulated
+    (a T4), where fp16 with a gradient scaler is the fast choice."""
+    device = torch.device(device)
+    return (device.type == "cuda" and torch.cuda.is_available()
+            and tuple(torch.cuda.get_device_capability(device)) >= BF16_CAPABILITY)
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> Precision:
-    """``precision`` (auto | bf16 | fp16 | fp32) for ``device``: auto → bf16 where the GPU supports it,
-    else fp16 with a gradient scaler; fp32 on the CPU (and MPS)."""
+    """``precision`` (auto | bf16 | fp16 | fp32) for ``device``: auto → bf16 where the GPU has it natively
+    (:func:`bf16_supported`), else fp16 with a gradient scaler; fp32 on the CPU (and MPS)."""
     device = torch.device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
@@ -97,7 +111,9 @@ def resolve_precision(precision: str, device: str | torch.device) -> Precision:
         else:
             precision = "bf16" if bf16_supported(device) else "fp16"
     if precision == "bf16" and device.type == "cuda" and not bf16_supported(device):
-        raise ValueError(f"precision=bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        raise ValueError(f"precision=bf16: {torch.cuda.get_device_name(device)} does not support bfloat16 natively "
+                         f"(compute capability {capability} < {'.'.join(map(str, BF16_CAPABILITY))}); "
                          f"use precision: fp16 (with a gradient scaler) or auto")
     return {"bf16": Precision("bf16", torch.bfloat16, False), "fp16": Precision("fp16", torch.float16, True),
             "fp32": Precision("fp32", None, False)}[precision]
@@ -157,6 +173,7 @@ class TrainingState:
     warmup_iters: int
     step: int = 0
     first_bad: torch.Tensor | None = None  # on-device: the first step with a non-finite loss, else -1
+    start_loss: torch.Tensor | None = None  # on-device: the first step's loss (the untrained model's)
 
 
 FUSED_ADAM_DEVICES = ("cuda", "cpu")  # torch's fused Adam: one kernel over all parameters (CPU: ~4× foreach)
@@ -215,6 +232,8 @@ def train_epoch(state: TrainingState, config: TrainConfig, epoch: int, label: st
             with state.precision.autocast(device):
                 loss = state.task.loss(state.step_fn(x), y)
         state.first_bad = torch.where((state.first_bad < 0) & ~torch.isfinite(loss), state.step, state.first_bad)
+        if state.start_loss is None:
+            state.start_loss = loss.detach().float()
         with phase("backward"):
             state.optimizer.zero_grad(set_to_none=True)
             state.scaler.scale(loss).backward()
@@ -253,6 +272,7 @@ def fit(model, task: Task, config: TrainConfig, seed: int = 0, device: str | tor
         label = f"{getattr(model, 'name', type(model).__name__)} {task.name} epoch {epoch}/{config.epochs}"
         loss_sum = train_epoch(state, config, epoch, label=label, progress=progress)
         result.train_loss.append(float(loss_sum) / len(state.batches))  # one host sync per epoch
+        _raise_if_diverged(state, epoch, result.train_loss[-1])
         with phase("validation"):
             val_metrics, _ = evaluate("val")
         result.val_history.append(val_metrics)
@@ -270,12 +290,28 @@ def fit(model, task: Task, config: TrainConfig, seed: int = 0, device: str | tor
     return result
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss ran away: an epoch's mean above ``DIVERGED_FACTOR`` times the first step's loss."""
+
+
+def _run_name(state: TrainingState) -> str:
+    name = f"{getattr(state.model, 'name', '')}/{getattr(state.model, 'init', '')}".strip("/")
+    return f"{name} on {state.task.name}"
+
+
 def _raise_if_nonfinite(state: TrainingState, epoch: int) -> None:
     bad = int(state.first_bad)
     if bad >= 0:
-        name = f"{getattr(state.model, 'name', '')}/{getattr(state.model, 'init', '')}".strip("/")
-        raise FloatingPointError(f"{name} on {state.task.name}: non-finite loss at step {bad} "
-                                 f"(epoch {epoch}); stopping the run")
+        raise FloatingPointError(f"{_run_name(state)}: non-finite loss at step {bad} (epoch {epoch}); stopping the run")
+
+
+def _raise_if_diverged(state: TrainingState, epoch: int, mean_loss: float) -> None:
+    """TrainingDiverged when ``mean_loss`` (epoch ``epoch``'s) exceeds ``DIVERGED_FACTOR`` times the first step's."""
+    start = float(state.start_loss)
+    if start > 0 and mean_loss > DIVERGED_FACTOR * start:
+        raise TrainingDiverged(f"{_run_name(state)}: diverged: training loss {mean_loss:.3g} at epoch {epoch}, "
+                               f"{mean_loss / start:.3g}× its start ({start:.3g}, the untrained model's first "
+                               f"step; the limit is {DIVERGED_FACTOR:g}×)")
 
 
 def _name(model) -> str:

@@ -183,3 +183,16 @@ def test_bad_inputs_are_one_clear_error():
         pretrain_dino(create_model("deit_tiny", img_size=64), shapes(), SMALL, progress=False)
     with pytest.raises(ValueError, match="fewer than DinoConfig.batch_size=8"):
         pretrain_dino(backbone(), shapes(4), SMALL, progress=False)
+
+
+def test_fp16_with_a_gradient_scaler_trains_and_keeps_the_scaler_in_the_checkpoint(tmp_path, monkeypatch):
+    """The path of a GPU without native bf16 (a T4: dino_precision gives fp16 and a scaler), run on the CPU."""
+    import medvit.pretrain
+    from medvit.train import resolve_precision
+
+    monkeypatch.setattr(medvit.pretrain, "dino_precision", lambda amp, device: resolve_precision("fp16", device))
+    path = tmp_path / "fp16.pt"
+    result = pretrain_dino(backbone(), shapes(n=8), dataclasses.replace(SMALL, epochs=1), checkpoint=path,
+                           progress=False, amp=True)
+    assert result.precision == "fp16" and math.isfinite(result.history[0]["loss"])
+    assert torch.load(path, weights_only=True)["scaler"]["scale"] > 0

@@ -121,6 +121,17 @@ def test_nan_later_raises_naming_the_step_and_epoch(small_splits):
         finetune(NaNFromStep(5), train, val, test, config, img_size=32, progress=False)
 
 
+def test_an_absurd_learning_rate_stops_the_run_as_diverged(small_splits):
+    """lr 1000 with no warm-up: the first epoch's mean loss is orders of magnitude above the first step's
+    (an untrained model's, about ln 3), far past DIVERGED_FACTOR, though every loss is finite."""
+    train, val, test = small_splits
+    config = TrainConfig(epochs=2, batch_size=16, lr=1000.0, warmup_iters=0)
+    with pytest.raises(medvit.train.TrainingDiverged,
+                       match=r"^tinynet/random on synthetic_shapes: diverged: training loss \S+ at epoch 1, \S+× "
+                             r"its start \(\S+, the untrained model's first step; the limit is 10×\)$"):
+        finetune(TinyNet(), train, val, test, config, img_size=32, progress=False)
+
+
 class RecordingAdam(torch.optim.Adam):
     """Adam that records every group's learning rate at each step."""
 
@@ -201,20 +212,6 @@ def test_finetune_metrics_are_computed_on_the_test_split(small_splits):
                       progress=False)
     assert set(result.test_metrics) == set(compute_metrics("multiclass", [0, 1, 2], np.eye(3)))
     assert result.best_epoch == 1 and result.wall_time_s > 0
-
-
-def test_precision_auto_is_fp32_on_cpu_and_follows_the_gpu_capability(monkeypatch):
-    from medvit.train import resolve_precision
-
-    assert resolve_precision("auto", "cpu").name == "fp32"
-    monkeypatch.setattr(medvit.train, "bf16_supported", lambda device: True)
-    assert resolve_precision("auto", "cuda").name == "bf16"
-    monkeypatch.setattr(medvit.train, "bf16_supported", lambda device: False)  # a T4 or a V100
-    fp16 = resolve_precision("auto", "cuda")
-    assert (fp16.name, fp16.dtype, fp16.scaler) == ("fp16", torch.float16, True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    with pytest.raises(ValueError, match="Tesla T4 does not support bfloat16"):
-        resolve_precision("bf16", "cuda")
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
