@@ -5,8 +5,10 @@ the results store; ``run_experiment`` does the figure's missing runs (resuming) 
 count. A row counts for the current profile only when it was made with the same values of the settings its
 experiment reads (``Experiment.settings``, hashed into the row's ``settings_hash``): change ``train.epochs``
 and the fine-tuning runs are done again, while their k-NN rows stay. Weights or data that cannot be had
-give an ``unavailable`` row with the reason, never another setting; a real error gives a ``failed`` row and
-is raised.
+give an ``unavailable`` row with the reason, never another setting; a real error gives a ``failed`` row, the
+other runs still run, and :class:`RunFailed` (one line naming the run and the reason) is raised at the end. An
+``ok`` row of a run that keeps a checkpoint (an in-domain pretraining, a fine-tuning whose checkpoint later
+runs read) counts only while that file exists: a deleted checkpoint is made again by the next call.
 """
 from __future__ import annotations
 
@@ -26,7 +28,22 @@ from .figures import EXPERIMENTS, FIGURES, experiment, figure
 from .models import WeightsUnavailableError
 from .params import Params
 from .results import ResultsStore, provenance, timed
-from .runs import PRETRAIN_DINO, Run, RunUnavailable, pretraining_run, resolve_device
+from .runs import (PRETRAIN_DINO, Run, RunUnavailable, checkpoint_path, pretraining_checkpoint, pretraining_run,
+                   resolve_device)
+
+
+class RunFailed(RuntimeError):
+    """A run of ``do_runs`` / ``run_experiment`` / ``run_grid`` failed: its ``failed`` row (with the traceback) is
+    in the store; the message is one line naming the run and the reason (and how many others failed too)."""
+
+    def __init__(self, run_id: str, reason: str, others: int = 0):
+        super().__init__(run_id, reason, others)
+        self.run_id, self.reason, self.others = run_id, reason, others
+
+    def __str__(self) -> str:
+        first = (self.reason.splitlines() or [""])[0]
+        also = f"; {self.others} other run(s) failed too (their lines are above)" if self.others else ""
+        return f"run {self.run_id} failed: {first} (its failed row holds the traceback){also}"
 
 
 def plan(params: Params, name: str) -> list[Run]:
@@ -55,20 +72,42 @@ def settings_hash(run: Run, params: Params) -> str:
     return EXPERIMENTS[run.experiment].settings_hash(params, run) if run.experiment in EXPERIMENTS else ""
 
 
+def checkpoint_gone(params: Params, run: Run, kept) -> bool:
+    """Whether an ``ok`` row of ``run`` stands for a checkpoint file that is no longer there (deleted, e.g. as
+    an unreadable checkpoint's message advises): such a row does not count, so the run is done again.
+    ``kept`` is the row's ``kept_checkpoint``. A pretraining always keeps its checkpoint; another run when
+    its row says so, or, for a row from before rows said (``kept`` None or NaN), when another experiment
+    reads its checkpoint (``Experiment.needs``) and its repetition is among the ``checkpoint_repetitions``."""
+    if run.experiment == PRETRAIN_DINO:
+        return not pretraining_checkpoint(params, run).is_file()
+    if kept is None or kept != kept:
+        kept = (run.repetition < params.checkpoint_repetitions
+                and any(run.experiment in e.needs for e in EXPERIMENTS.values()))
+    return bool(kept) and not checkpoint_path(params, run).is_file()
+
+
+def _keeps_checkpoint(params: Params, run: Run) -> bool:
+    """Whether ``run``, just done, kept a checkpoint (executors keep one for the first ``checkpoint_repetitions``)."""
+    if run.experiment == PRETRAIN_DINO:
+        return True
+    return run.repetition < params.checkpoint_repetitions and checkpoint_path(params, run).is_file()
+
+
 def execute_run(run: Run, params: Params, store: ResultsStore, device=None, force: bool = False) -> dict:
     """Perform one run and append its row (``ok``, ``unavailable`` with the reason, or ``failed``, raised).
 
     The run is claimed in the store first, so any number of processes can work through the same grid: a run
     another live process holds is skipped (``{"skipped": "claimed", "holder": ...}``), and one that has an
     ``ok`` row under the current settings by the time the claim is had is not redone (``{"skipped": "done"}``)
-    unless ``force``."""
+    unless ``force`` or the checkpoint that row stands for is gone (:func:`checkpoint_gone`)."""
     with store.claim(run.run_id) as claim:
         if claim is None:
             return {"run_id": run.run_id, "status": "", "skipped": "claimed", "holder": store.holder(run.run_id)}
         if not force:
             current = settings_hash(run, params)
             done = [r for r in store.run_rows(run.run_id)
-                    if r["status"] == "ok" and r.get("settings_hash") == current]
+                    if r["status"] == "ok" and r.get("settings_hash") == current
+                    and not checkpoint_gone(params, run, r.get("kept_checkpoint"))]
             if done:
                 return {**done[-1], "skipped": "done"}
         return _execute(run, params, store, device)
@@ -78,11 +117,13 @@ def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict
     clock = timed()
     row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
            "repetition": run.repetition, "profile": params.profile, "seed": params.seed_for(run.repetition),
-           "settings_hash": settings_hash(run, params), "params_hash": params.hash, "params": params.to_dict()}
+           "settings_hash": settings_hash(run, params), "params_hash": params.hash, "params": params.to_dict(),
+           "device": str(params.device if device is None else device)}  # provenance replaces it once resolved
     try:
         device = resolve_device(params) if device is None else torch.device(device)
         row.update(provenance(device))
         row.update(experiment(run.experiment).execute(run, params, device), status="ok", reason="")
+        row["kept_checkpoint"] = _keeps_checkpoint(params, run)
     except (WeightsUnavailableError, RunUnavailable) as err:
         row.update(status="unavailable", reason=str(err), metric="", value=float("nan"))
     except Exception as err:
@@ -98,7 +139,8 @@ def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict
 
 def current_rows(params: Params, runs: list[Run], store: ResultsStore) -> tuple[pd.DataFrame, int]:
     """Per run, the row that counts under the current settings (an ``ok`` row if there is one, else the
-    newest), and how many stored rows of these runs were made with other settings (history, not shown)."""
+    newest; an ``ok`` row whose checkpoint is gone does not count: :func:`checkpoint_gone`), and how many
+    stored rows of these runs were made with other settings (history, not shown)."""
     rows = store.rows(history=True)
     if rows.empty:
         return rows, 0
@@ -108,7 +150,13 @@ def current_rows(params: Params, runs: list[Run], store: ResultsStore) -> tuple[
         rows = rows.assign(settings_hash="")
     match = rows["settings_hash"] == rows["run_id"].map(wanted)
     other = int((~match).sum())
-    rows = rows[match].assign(_ok=lambda d: d["status"] == "ok").sort_values(["_ok", "created_at"])
+    rows = rows[match]
+    by_id = {r.run_id: r for r in runs}
+    kept = rows["kept_checkpoint"] if "kept_checkpoint" in rows else pd.Series(None, index=rows.index)
+    gone = [status == "ok" and checkpoint_gone(params, by_id[run_id], k)
+            for run_id, status, k in zip(rows["run_id"], rows["status"], kept)]
+    rows = rows[~pd.Series(gone, index=rows.index, dtype=bool)]
+    rows = rows.assign(_ok=lambda d: d["status"] == "ok").sort_values(["_ok", "created_at"])
     rows = rows.groupby("run_id", as_index=False).tail(1).drop(columns="_ok")
     order = {r.run_id: i for i, r in enumerate(runs)}
     return rows.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True), other
@@ -153,13 +201,19 @@ def cpu_workers(params: Params, device: torch.device) -> int:
     return max(1, params.cpu_runs) if device.type == "cpu" else 1
 
 
+def _failed(run: Run, err: BaseException) -> dict:
+    """What the printed line needs of a failed run (its stored row has the same reason, and the traceback)."""
+    return {"run_id": run.run_id, "status": "failed", "reason": f"{type(err).__name__}: {err}"}
+
+
 def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, force: bool, retries=frozenset()):
-    """(run, row, seconds) for each of ``runs`` as it ends: one after the other in their order, or with
+    """(run, row, seconds, error) for each of ``runs`` as it ends: one after the other in their order, or with
     ``cpu_workers`` > 1 in that many worker processes, each run started as soon as a worker is free and the
     runs it reads (:func:`prerequisites`) have ended (those that others wait for first, then in order), with
-    its share of the cores as threads. A run that fails has its failed row written; the others still run,
-    and the first failure is raised at the end. ``retries`` (runs that were unavailable, whose weights or data are most likely still missing: a second's
-    work each) are tried here first, without starting workers, unless they read a run still to do."""
+    its share of the cores as threads. A run that fails has its failed row written and comes with its
+    exception as ``error`` (else None); the others still run. ``retries`` (runs that were unavailable, whose
+    weights or data are most likely still missing: a second's work each) are tried here first, without
+    starting workers, unless they read a run still to do."""
     later = {r for r in runs if r not in retries}
     here = [r for r in runs if r in retries and not set(prerequisites(r)) & later]
     rest = [r for r in runs if r not in here]
@@ -169,7 +223,11 @@ def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, f
         rest = []
     for run in [r for wave in waves(here) for r in wave]:  # a run after the runs it reads
         start = time.perf_counter()
-        yield run, execute_run(run, params, store, device, force=force), time.perf_counter() - start
+        try:
+            row, error = execute_run(run, params, store, device, force=force), None
+        except Exception as err:  # its failed row is in the store; the runs after it still run
+            row, error = _failed(run, err), err
+        yield run, row, time.perf_counter() - start, error
     if not rest:
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -193,7 +251,7 @@ def _workers_skip_main():
 
 
 def _pool_runs(runs: list[Run], params: Params, store: ResultsStore, device, force: bool, workers: int, cores: int):
-    todo, present, ended, running, failures = list(runs), set(runs), set(), {}, []
+    todo, present, ended, running, started = list(runs), set(runs), set(), {}, {}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or CUDA state
     with _workers_skip_main(), ProcessPoolExecutor(workers, mp_context=context) as pool:
         while todo or running:
@@ -204,6 +262,7 @@ def _pool_runs(runs: list[Run], params: Params, store: ResultsStore, device, for
                 todo.remove(run)
                 threads = max(1, cores // min(workers, len(todo) + len(running) + 1))  # the last runs share more
                 running[pool.submit(_timed_run, run, params, str(store.root), str(device), force, threads)] = run
+                started[run] = time.perf_counter()
             if not running:  # nothing runs and nothing can start: the runs read each other in a cycle
                 raise RuntimeError(f"runs wait for each other: {', '.join(r.run_id for r in todo)}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -212,12 +271,10 @@ def _pool_runs(runs: list[Run], params: Params, store: ResultsStore, device, for
                 ended.add(run)  # its dependents start now: they find its output, or say it is missing
                 try:
                     row, seconds = future.result()
-                except Exception as err:  # its failed row is in the store; the message says which run
-                    failures.append(err)
+                except Exception as err:  # its failed row is in the store (unless the worker died)
+                    yield run, _failed(run, err), time.perf_counter() - started[run], err
                     continue
-                yield run, row, seconds
-    if failures:
-        raise failures[0]
+                yield run, row, seconds, None
 
 
 def _timed_run(run: Run, params: Params, root: str, device: str, force: bool, threads: int) -> tuple[dict, float]:
@@ -247,36 +304,45 @@ def run_grid(params: Params, figures: list[str] | None = None, force: bool = Fal
 
 def do_runs(params: Params, runs: list[Run], label: str, force: bool = False) -> pd.DataFrame:
     """``runs`` that the store lacks under the current settings (all with ``force``), one printed line per
-    finished run and a summary; the rows that count, one per run."""
+    finished run (naming its device) and a summary; the rows that count, one per run. The device is resolved
+    first (``device: cuda`` without CUDA is one DeviceUnavailable error before any run). A run that fails
+    leaves its failed row and the others still run; then :class:`RunFailed` names the first."""
+    device = resolve_device(params)
     store = results_store(params)
     rows, _ = current_rows(params, runs, store)
     done = set() if force or rows.empty else set(rows.loc[rows["status"] == "ok", "run_id"])
     todo = [r for r in runs if r.run_id not in done]
     if todo:
-        print(f"{label}: {len(runs)} runs planned, {len(runs) - len(todo)} already done, {len(todo)} to run",
-              flush=True)
-    device = resolve_device(params)
-    elsewhere = 0
+        print(f"{label}: {len(runs)} runs planned, {len(runs) - len(todo)} already done, {len(todo)} to run "
+              f"on {device}", flush=True)
+    elsewhere, failures = 0, []
     unavailable = set() if rows.empty else set(rows.loc[rows["status"] == "unavailable", "run_id"])
     retries = {r for r in todo if r.run_id in unavailable}
-    for i, (run, row, seconds) in enumerate(_execute_all(todo, params, store, device, force, retries), 1):
+    for i, (run, row, seconds, error) in enumerate(_execute_all(todo, params, store, device, force, retries), 1):
+        if error is not None:
+            failures.append((run, row["reason"], error))
         if row.get("skipped") == "claimed":
             elsewhere += 1
             holder = row["holder"] or {}
             print(f"  [{i}/{len(todo)}] {run.run_id}: being done by another process (host {holder.get('host')}, "
                   f"pid {holder.get('pid')}); skipped", flush=True)
             continue
-        value = f"{row['metric']} {row['value']:.4f}" if row["status"] == "ok" else row["reason"].splitlines()[0][:90]
+        value = (f"{row['metric']} {row['value']:.4f}" if row["status"] == "ok"
+                 else (row["reason"].splitlines() or [""])[0][:90])
         what = "done meanwhile by another process" if row.get("skipped") == "done" else row["status"]
-        print(f"  [{i}/{len(todo)}] {run.run_id}: {what}, {value} ({seconds:.0f} s)", flush=True)
+        print(f"  [{i}/{len(todo)}] {run.run_id}: {what}, {value} ({seconds:.0f} s on {row.get('device') or device})",
+              flush=True)
     rows, other = current_rows(params, runs, store)
     counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
     print(f"{label}: {len(runs)} runs; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed"))
           + (f"; {other} older rows made with other settings are kept as history and not shown" if other else "")
           + (f"; {elsewhere} runs were being done by another process: run again to include them" if elsewhere else ""),
           flush=True)
+    if failures:
+        run, reason, error = failures[0]
+        raise RunFailed(run.run_id, reason, others=len(failures) - 1) from error
     return rows
 
 
-__all__ = ["EXPERIMENTS", "FIGURES", "plan", "grid_runs", "execute_run", "run_experiment", "run_grid", "do_runs",
-           "results_store", "current_rows", "prerequisites", "waves"]
+__all__ = ["EXPERIMENTS", "FIGURES", "RunFailed", "checkpoint_gone", "plan", "grid_runs", "execute_run",
+           "run_experiment", "run_grid", "do_runs", "results_store", "current_rows", "prerequisites", "waves"]

@@ -7,6 +7,9 @@ which figure asks for what.
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +34,12 @@ class RunUnavailable(RuntimeError):
 
 class CheckpointMissing(RunUnavailable, FileNotFoundError):
     """No fine-tuned checkpoint for a run; the message names the file and how to make it."""
+
+
+class DeviceUnavailable(RunUnavailable, ValueError):
+    """The profile names a device torch cannot use here (``device: cuda`` without CUDA): a one-line error
+    before any run starts (a ValueError, which the command line prints as one line), and an ``unavailable``
+    row for a run executed on its own."""
 
 
 @dataclass(frozen=True)
@@ -134,12 +143,68 @@ def pretrained_weights(params: Params, run: Run) -> Path | None:
     return path
 
 
+NVIDIA_DRIVER_DIR = Path("/proc/driver/nvidia")  # present where the NVIDIA kernel driver is loaded (Linux)
+TORCH_CUDA_WHEELS = "https://download.pytorch.org/whl/cu121"  # an example index; the machine's CUDA picks the cuXYZ
+_device_note_printed = False  # the GPU-not-used line is printed once per process
+
+
+def nvidia_gpu_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU: ``nvidia-smi`` on PATH or the driver's ``/proc`` folder."""
+    return shutil.which("nvidia-smi") is not None or NVIDIA_DRIVER_DIR.exists()
+
+
+def nvidia_driver_version() -> str | None:
+    """The loaded NVIDIA driver's version from ``/proc/driver/nvidia/version``, None when it cannot be read."""
+    try:
+        found = re.search(r"\s(\d+\.\d+(?:\.\d+)?)\s", (NVIDIA_DRIVER_DIR / "version").read_text())
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def cuda_unusable_reason() -> str | None:
+    """Why torch cannot use the NVIDIA GPU this machine shows, and what to install; None when torch has CUDA
+    or no NVIDIA GPU is visible."""
+    if torch.cuda.is_available() or not nvidia_gpu_visible():
+        return None
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return f"an NVIDIA GPU is here but CUDA_VISIBLE_DEVICES={hidden!r} hides it from torch; unset it"
+    if torch.version.cuda is None:
+        return (f"an NVIDIA GPU is here but torch {torch.__version__} is a CPU-only build; install a CUDA build "
+                f"for this machine's CUDA version (nvidia-smi shows it), e.g. pip install torch --index-url "
+                f"{TORCH_CUDA_WHEELS}")
+    driver = nvidia_driver_version()
+    return (f"an NVIDIA GPU is here (driver {driver or 'version unknown'}) but torch {torch.__version__}, built for "
+            f"CUDA {torch.version.cuda}, cannot use it: most likely the driver is older than CUDA "
+            f"{torch.version.cuda} needs. Install an NVIDIA driver for CUDA {torch.version.cuda}, or a torch build "
+            f"for the CUDA version nvidia-smi shows, e.g. pip install torch --index-url {TORCH_CUDA_WHEELS}")
+
+
 def resolve_device(params: Params) -> torch.device:
+    """The device the profile's runs use: ``auto`` is CUDA when torch has it, else the CPU (saying once per
+    process why, when an NVIDIA GPU is visible that torch cannot use); a CUDA device that is not there is a
+    :class:`DeviceUnavailable` naming it, the reason and what to use instead."""
+    global _device_note_printed
     if params.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if params.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RunUnavailable(f"device={params.device!r} but torch sees no CUDA device here; use device: auto or cpu")
-    return torch.device(params.device)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        reason = cuda_unusable_reason()
+        if reason and not _device_note_printed:
+            print(f"medvit: running on the CPU: {reason}", flush=True)
+            _device_note_printed = True
+        return torch.device("cpu")
+    device = torch.device(params.device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            reason = cuda_unusable_reason() or "no NVIDIA GPU is visible on this machine"
+            raise DeviceUnavailable(f"device={params.device!r} but torch sees no CUDA device here ({reason}); "
+                                    f"use device: auto or cpu")
+        if device.index is not None and device.index >= count:
+            raise DeviceUnavailable(f"device={params.device!r} but torch sees {count} CUDA device(s) here "
+                                    f"(cuda:0 to cuda:{count - 1}); use one of them, or device: auto")
+    return device
 
 
 def profile_dataset(params: Params, dataset: str, split: str):
@@ -190,7 +255,8 @@ def load_checkpoint(params: Params, run: Run, build: Callable, device="cpu"):
         state, saved_params = saved["state_dict"], saved["params"]
     except Exception as err:  # empty, truncated, not a checkpoint, or a pickle that is not plain tensors
         raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0][:200]}; "
-                         f"delete it and run {run.run_id} again") from None
+                         f"delete it and run again ({run.run_id}, whose checkpoint it is, is then done again)") \
+            from None
     info = profile_dataset(params, run.dataset, "test").info
     model = build(info, saved_params)
     model.load_state_dict(state)

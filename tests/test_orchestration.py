@@ -5,11 +5,14 @@ import os
 from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import nn
 
-from medvit import load_params
+from medvit import TrainConfig, create_dataset, finetune, load_params
 from medvit.data import DataMissing
-from medvit.experiments import EXPERIMENTS, FIGURES, current_rows, results_store, run_experiment
-from medvit.runs import Experiment, Run, RunUnavailable, grid, profile_dataset
+from medvit.experiments import EXPERIMENTS, FIGURES, RunFailed, current_rows, results_store, run_experiment
+from medvit.runs import (Experiment, Run, RunUnavailable, checkpoint_path, grid, load_checkpoint, profile_dataset,
+                         save_checkpoint)
 
 
 @pytest.fixture
@@ -62,10 +65,91 @@ def test_a_failed_run_leaves_a_failed_row_and_raises(monkeypatch, tmp_path):
     monkeypatch.setitem(FIGURES, "figfake", SimpleNamespace(plan=lambda p: [Run("fake", "synthetic_shapes",
                                                                                 "resnet18", "random", 0)]))
     params = load_params("smoke", results_dir=str(tmp_path))
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(RunFailed, match=r"^run fake__synthetic_shapes__resnet18__random__r0 failed: "
+                                        r"ZeroDivisionError: boom \(its failed row holds the traceback\)$") as err:
         run_experiment(params, "figfake")
+    assert err.value.run_id == "fake__synthetic_shapes__resnet18__random__r0"
+    assert err.value.reason == "ZeroDivisionError: boom"
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
     rows = results_store(params).rows()
     assert list(rows["status"]) == ["failed"] and "ZeroDivisionError: boom" in rows["reason"][0]
+    assert "ZeroDivisionError: boom" in rows["traceback"][0]
+
+
+class TinyNet(nn.Module):
+    """A few-thousand-parameter classifier with the attributes ``finetune`` reads from a Backbone."""
+
+    name, init, has_attention = "tinynet", "random", False
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_a_diverged_run_is_failed_with_the_reason_and_the_next_run_still_runs(monkeypatch, tmp_path, capsys):
+    """The seen case: a run at an absurd learning rate (1000) gave an ok row with a huge training loss."""
+    def execute(run, params, device):
+        if run.model == "resnet18":  # this run diverges
+            splits = [create_dataset("synthetic_shapes", s, size=32, num_classes=3, **{f"n_{s}": n})
+                      for s, n in (("train", 64), ("val", 32), ("test", 32))]
+            finetune(TinyNet(), *splits, TrainConfig(epochs=2, batch_size=16, lr=1000.0, warmup_iters=0),
+                     img_size=32, device=device, progress=False)
+        return {"metric": "score", "value": 1.0, "metrics": {"score": 1.0}}
+
+    monkeypatch.setitem(EXPERIMENTS, "fake", Experiment("fake", execute, settings=()))
+    monkeypatch.setitem(FIGURES, "figfake", SimpleNamespace(
+        plan=lambda p: grid("fake", p, ("resnet18", "deit_tiny"), ("random",), ("synthetic_shapes",))))
+    params = load_params("smoke", results_dir=str(tmp_path), repetitions=1)
+    with pytest.raises(RunFailed, match=r"^run fake__synthetic_shapes__resnet18__random__r0 failed: "
+                                        r"TrainingDiverged: tinynet/random on synthetic_shapes: diverged: "
+                                        r"training loss \S+ at epoch 1, \S+× its start") as err:
+        run_experiment(params, "figfake")
+    assert "\n" not in str(err.value)
+    rows = results_store(params).rows().set_index("model")
+    assert rows.loc["resnet18", "status"] == "failed" and "diverged: training loss" in rows.loc["resnet18", "reason"]
+    assert rows.loc["deit_tiny", "status"] == "ok"  # the run after the failed one still ran
+    assert "resnet18__random__r0: failed, TrainingDiverged: tinynet/random on synthetic_shapes: diverged" \
+        in capsys.readouterr().out
+
+
+def test_a_deleted_checkpoint_is_made_again_and_the_run_reading_it_then_works(monkeypatch, tmp_path, capsys):
+    """An unreadable checkpoint's message says to delete it and run again: then the run that made it is done
+    again (its ok row stood for the file) and the run that reads it works."""
+    made, corrupt = [], [True]
+
+    def fit(run, params, device):
+        made.append(run.run_id)
+        save_checkpoint(nn.Linear(2, 2), run, params)
+        if corrupt:  # the first checkpoint is damaged after it was written (a full disk, a killed copy)
+            checkpoint_path(params, run).write_bytes(b"not a checkpoint")
+            corrupt.clear()
+        return {"metric": "score", "value": 1.0, "metrics": {"score": 1.0}}
+
+    def read(run, params, device):
+        made_by = Run("fakefit", run.dataset, run.model, run.init, 0)
+        load_checkpoint(params, made_by, lambda info, saved: nn.Linear(2, 2))
+        return {"metric": "score", "value": 2.0, "metrics": {"score": 2.0}}
+
+    monkeypatch.setitem(EXPERIMENTS, "fakefit", Experiment("fakefit", fit, settings=()))
+    monkeypatch.setitem(EXPERIMENTS, "fakeread", Experiment("fakeread", read, settings=(), needs=("fakefit",)))
+    runs = [Run("fakefit", "synthetic_shapes", "resnet18", "random", 0),
+            Run("fakeread", "synthetic_shapes", "resnet18", "random", 0)]
+    monkeypatch.setitem(FIGURES, "figfake", SimpleNamespace(plan=lambda p: runs))
+    params = load_params("smoke", results_dir=str(tmp_path), repetitions=1)
+    with pytest.raises(RunFailed, match="cannot read checkpoint .*; delete it and run again"):
+        run_experiment(params, "figfake")
+    assert made == ["fakefit__synthetic_shapes__resnet18__random__r0"]
+    path = checkpoint_path(params, runs[0])
+    path.unlink()  # as the message advises
+    rows = run_experiment(params, "figfake")
+    assert len(made) == 2 and path.is_file()  # made again
+    assert list(rows["status"]) == ["ok", "ok"]
+    rows = run_experiment(params, "figfake")
+    assert len(made) == 2  # and not again while it exists
 
 
 def test_data_that_is_not_here_makes_the_run_unavailable_not_failed(tmp_path):
