@@ -4,19 +4,27 @@ Profiles hold plain values. ``load_params("quick", train={"epochs": 3})`` reads 
 overrides (``None`` means "the profile's value", so a notebook's unset parameters never shadow the
 profile; a nested mapping overrides only the keys it names), and rejects unknown keys, wrongly typed
 values, values outside their range and unknown dataset / model / init names with a message naming the key,
-the value and the file. The training loop's settings are nested (``train``, ``seg_train``:
-:class:`medvit.config.TrainConfig`), as are in-domain DINO's (``dino``: :class:`medvit.config.DinoConfig`,
-whose ``img_size`` always equals the profile's) and a Slurm job's resources (``slurm``).
+the value and the file. A profile is refused when it loads, never halfway through a run, if it is empty, not
+UTF-8, not YAML, gives a key twice (PyYAML would keep the second silently), holds a non-finite number, or
+gives ``dataset_options`` a dataset's factory does not take or of a type it does not take.
+The training loop's settings are nested (``train``, ``seg_train``: :class:`medvit.config.TrainConfig`), as
+are in-domain DINO's (``dino``: :class:`medvit.config.DinoConfig`, whose ``img_size`` always equals the
+profile's) and a Slurm job's resources (``slurm``).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import hashlib
+import inspect
+import io
 import json
+import math
+import numbers
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +37,49 @@ from .resources import PARAMS_DIR_ENV, params_dir  # noqa: F401  (where the prof
 
 class ParamsError(ValueError):
     """A profile or override that does not fit :class:`Params`."""
+
+
+class _ProfileLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping, at any depth: PyYAML would keep the
+    second silently, so a second ``train: {lr: 0.001}`` would drop the first ``train:``'s epochs."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' merges on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):  # YAML's own construct_mapping says "found unhashable key"
+                continue
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"{self.name}: duplicate key {key!r} on lines {seen[key]} and {line}; give each key "
+                                  f"once (a second one would replace the first)")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _read_profile(path: Path) -> dict:
+    """The profile's top-level mapping, or one ParamsError naming the file (unreadable, not UTF-8, not YAML,
+    a duplicate key, empty, or not a mapping)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"cannot read profile {path}: it is not UTF-8 text ({err}); save it as UTF-8") from None
+    except OSError as err:
+        raise ParamsError(f"cannot read profile {path}: {err}") from None
+    stream = io.StringIO(text)
+    stream.name = str(path)  # YAML's own messages (and the duplicate-key one) then say "in <path>, line N"
+    try:
+        values = yaml.load(stream, Loader=_ProfileLoader)
+    except yaml.YAMLError as err:
+        raise ParamsError(f"cannot read profile {path}: {err}") from None
+    if values is None:
+        raise ParamsError(f"{path}: the profile is empty; expected a mapping of parameter: value "
+                          f"(at least 'description: ...')")
+    if not isinstance(values, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameter: value, got {type(values).__name__}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -113,8 +164,9 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in params_dir().glob("*.yaml"))
 
 
-def _coerce(cls, name: str, value, source: str):
-    """``value`` as the type of ``cls``' field ``name``, or ParamsError naming the key, the value and the source."""
+def _coerce(cls, name: str, value, source: str, prefix: str = ""):
+    """``value`` as the type of ``cls``' field ``name``, or ParamsError naming the key, the value and the source
+    (``prefix``: the dotted path of ``cls`` in Params, e.g. ``train.``)."""
     hint = typing.get_type_hints(cls)[name]
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
@@ -136,9 +188,13 @@ def _coerce(cls, name: str, value, source: str):
             return float(value)
         if origin is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+            else:
+                if not math.isfinite(number):
+                    raise ParamsError(f"{source}: {prefix}{name}={value!r} is not a finite number")
+                return number
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin in (str, bool, dict) and isinstance(value, origin):
@@ -165,13 +221,96 @@ def _nested(cls, base, values: dict, source: str, prefix: str):
         if key not in names:
             raise ParamsError(f"{source}: unknown parameter {prefix + key!r}{_did_you_mean(key, names)}; "
                               f"known in {prefix.rstrip('.')}: {', '.join(sorted(names))}")
-        value = _coerce(cls, key, value, source)
+        value = _coerce(cls, key, value, source, prefix)
         _check_range(key, value, source if not prefix else f"{source}: {prefix.rstrip('.')}")
         changes[key] = value
     try:
         return dataclasses.replace(base, **changes)
     except (TypeError, ValueError) as err:  # the config's own checks (DinoConfig.__post_init__)
         raise ParamsError(f"{source}: {prefix.rstrip('.')}: {err}") from None
+
+
+def _refuse_non_finite(value, source: str, name: str) -> None:
+    """ParamsError naming the dotted field if ``value`` holds inf or nan at any depth (``train.lr: .inf``)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        raise ParamsError(f"{source}: {name}={value!r} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, source, f"{name}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_non_finite(item, source, f"{name}[{i}]")
+
+
+def _dataset_options(options: dict, source: str) -> dict:
+    """``options`` checked as ``{dataset: {option: value}}``: every dataset registered, every option one its
+    factory takes (``create_dataset(name, split, **options)``), of the type the factory declares. A string
+    where a float is declared is read as a float, as for Params' own floats (YAML 1.1 reads 1e-4 as a string)."""
+    from .data import list_datasets
+
+    known = list_datasets()
+    checked = {}
+    for dataset, given in options.items():
+        if dataset not in known:
+            raise ParamsError(f"{source}: dataset_options names unknown dataset {dataset!r}"
+                              f"{_did_you_mean(str(dataset), known)}")
+        if not isinstance(given, dict):
+            raise ParamsError(f"{source}: dataset_options.{dataset}={given!r} should be a mapping of option: value "
+                              f"(e.g. {{size: 28}})")
+        hints = _dataset_option_hints(dataset)
+        checked[dataset] = {}
+        for option, value in given.items():
+            field_name = f"dataset_options.{dataset}.{option}"
+            if hints is not None and option not in hints:
+                takes = ", ".join(sorted(hints)) or "no options"
+                raise ParamsError(f"{source}: unknown option {field_name!r}{_did_you_mean(str(option), hints)}; "
+                                  f"{dataset} takes: {takes}")
+            hint = hints.get(option, inspect.Parameter.empty) if hints is not None else inspect.Parameter.empty
+            if hint is float and isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+                else:
+                    _refuse_non_finite(value, source, field_name)
+            if not _fits(hint, value):
+                raise ParamsError(f"{source}: {field_name}={value!r} should be {_type_name(hint)}")
+            checked[dataset][option] = value
+    return checked
+
+
+def _dataset_option_hints(dataset: str) -> dict | None:
+    """The options ``dataset``'s factory takes besides the split, each with its declared type (``Parameter.empty``
+    where none is declared); None if it takes any keyword (``**options``)."""
+    from .data.registry import _FACTORIES  # the registry has no public accessor for a factory's signature
+
+    parameters = inspect.signature(_FACTORIES[dataset], eval_str=True).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return {name: p.annotation for name, p in parameters.items()
+            if name != "split" and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
+
+def _fits(hint, value) -> bool:
+    """Whether ``value`` is of the declared type ``hint``; True for a type this check does not know (the factory
+    checks those itself) and where none is declared."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(h, value) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool or hint is str:
+        return isinstance(value, hint)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (Sequence, list, tuple):
+        args = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and (not args or all(_fits(args[0], v) for v in value))
+    return True
 
 
 def _did_you_mean(name: str, choices) -> str:
@@ -187,12 +326,7 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
         if not path.is_file():
             raise ParamsError(f"unknown profile {str(profile)!r}{_did_you_mean(str(profile), list_profiles())}: "
                               f"no {path}; profiles: {', '.join(list_profiles())}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ParamsError(f"cannot read profile {path}: {err}") from None
-    if not isinstance(values, dict):
-        raise ParamsError(f"{path}: expected a mapping of parameter: value, got {type(values).__name__}")
+    values = _read_profile(path)
     fields = {f.name: f for f in dataclasses.fields(Params)}
     values.setdefault("profile", path.stem)
     resolved: dict = {}
@@ -201,7 +335,10 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
             if key not in fields:
                 raise ParamsError(f"{source}: unknown parameter {key!r}{_did_you_mean(key, fields)}; "
                                   f"known: {', '.join(sorted(fields))}")
+            _refuse_non_finite(value, source, key)
             value = _coerce(Params, key, value, source)
+            if key == "dataset_options":
+                value = _dataset_options(value, source)
             if key == "dino" and isinstance(value, dict) and "img_size" in value:
                 raise ParamsError(f"{source}: dino.img_size is not a setting: DINO's global crop is the profile's "
                                   f"img_size")
@@ -242,7 +379,3 @@ def _check_names(params: Params, sources: dict[str, str]) -> None:
         name, init = indomain[0]
         raise ParamsError(f"{sources[name]}: {name} names {init!r}, but dino_datasets is empty: name the datasets "
                           f"to pretrain on in-domain (dino_datasets: [...])")
-    for name in params.dataset_options:
-        if name not in kinds["datasets"]:
-            raise ParamsError(f"{sources['dataset_options']}: dataset_options names unknown dataset {name!r}"
-                              f"{_did_you_mean(name, kinds['datasets'])}")
