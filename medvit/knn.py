@@ -3,7 +3,9 @@
 ``knn_classify`` is pure tensors: L2-normalised features, cosine similarity, the top-k neighbours
 each weighted by exp(sim / T), and per query the weighted mean of the neighbours' label vectors
 (one-hot for multiclass, so its argmax is DINO's weighted vote and it sums to 1; 0/1 vectors for
-binary and multilabel, the paper's score). Queries go in chunks so a 200k bank × 50k queries fits a GPU.
+binary and multilabel, the paper's score). The weights are computed as exp((sim - max sim) / T), the same
+mean (the factor exp(max sim / T) cancels), so no T > 0 overflows float32 (exp(1 / 0.01) already does).
+k is capped at the bank's size (:func:`k_used`). Queries go in chunks so a 200k bank × 50k queries fits a GPU.
 ``knn_evaluate`` extracts the features of a model over two datasets and scores the result;
 ``knn_sensitivity`` re-scores stored features over a grid of k and T (docs/protocol.md §15).
 """
@@ -20,24 +22,31 @@ PAPER_K, PAPER_T = 200, 0.1
 DINO_K, DINO_T = 20, 0.07
 
 
+def k_used(k: int, bank_size: int) -> int:
+    """The number of neighbours that vote: k, or the whole bank when k exceeds it. Capped, not refused: one
+    profile's k serves datasets (and training subsets) of every size, and DINO's k-NN caps the same way."""
+    return min(k, bank_size)
+
+
 @torch.no_grad()
 def knn_classify(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
                  k: int = PAPER_K, temperature: float = PAPER_T, chunk_size: int = 4096) -> torch.Tensor:
     """Scores (Nq, C) for ``test_feats`` from the bank (``train_feats`` (N, D), ``train_labels`` (N, C)).
 
     ``train_labels`` is the (N, C) label matrix (one-hot for multiclass). Similarities are computed
-    in the features' dtype (bf16 on a GPU is fine); weights and scores in float32.
+    in the features' dtype (bf16 on a GPU is fine); weights and scores in float32, finite for every T > 0.
     """
     if train_labels.ndim != 2 or len(train_labels) != len(train_feats):
         raise ValueError(f"train_labels must be (N, C) with N={len(train_feats)}, got {tuple(train_labels.shape)}")
-    k = min(k, len(train_feats))
+    k = k_used(k, len(train_feats))
     bank = F.normalize(train_feats, dim=1)
     labels = train_labels.to(device=bank.device, dtype=torch.float32)
     out = []
     for start in range(0, len(test_feats), chunk_size):
         q = F.normalize(test_feats[start:start + chunk_size].to(bank.device, bank.dtype), dim=1)
-        sim, idx = (q @ bank.T).topk(k, dim=1)
-        w = (sim.float() / temperature).exp()
+        sim, idx = (q @ bank.T).topk(k, dim=1)  # sorted: column 0 holds each query's largest similarity
+        sim = sim.float()
+        w = ((sim - sim[:, :1]) / temperature).exp()  # in (0, 1], the nearest neighbour's is 1: no overflow
         scores = torch.einsum("qk,qkc->qc", w, labels[idx]) / w.sum(1, keepdim=True)
         out.append(scores)
     return torch.cat(out) if out else torch.empty(0, labels.shape[1], device=bank.device)
@@ -79,7 +88,8 @@ def knn_evaluate(model, train_ds, test_ds, k: int = PAPER_K, temperature: float 
     Both datasets must carry their eval transform. ``extract`` computes the features (e.g. a
     ``medvit.features.FeatureCache``'s). Returns ``{"metrics": {...}, "scores": (Nq, C),
     "train_features": (N, D), "test_features": (Nq, D)}`` (tensors on the CPU, features in the dtype they
-    were computed in), so the run can store its features for :func:`knn_sensitivity`.
+    were computed in), so the run can store its features for :func:`knn_sensitivity`, and ``"k"``, the
+    neighbours that voted (:func:`k_used`).
     """
     opts = dict(batch_size=batch_size, device=device, amp=amp, num_workers=num_workers, progress=progress)
     bank = extract(model, train_ds, **opts)
@@ -87,7 +97,7 @@ def knn_evaluate(model, train_ds, test_ds, k: int = PAPER_K, temperature: float 
     labels = torch.from_numpy(train_ds.label_matrix())
     scores = knn_classify(bank, labels, queries, k=k, temperature=temperature).cpu()
     return {"metrics": compute_metrics(test_ds.info.task, test_ds.labels, scores.numpy()), "scores": scores,
-            "train_features": bank.cpu(), "test_features": queries.cpu()}
+            "train_features": bank.cpu(), "test_features": queries.cpu(), "k": k_used(k, len(bank))}
 
 
 SENSITIVITY_KS = (10, 20, 50, 100, 200)
@@ -116,7 +126,7 @@ def knn_sensitivity(features, task: str, target_metric: str, ks=SENSITIVITY_KS,
             if target_metric not in metrics:
                 raise ValueError(f"knn_sensitivity: target_metric {target_metric!r} is not a {task} metric; "
                                  f"expected one of {sorted(metrics)}")
-            used = min(k, len(bank))
+            used = k_used(k, len(bank))
             out.append({"k": k, "temperature": temperature, "k_used": used, "bank": len(bank),
                         "bank_fraction": used / len(bank), "metric": target_metric,
                         "value": metrics[target_metric]})

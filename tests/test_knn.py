@@ -160,3 +160,46 @@ def test_knn_sensitivity_from_stored_features_of_a_multilabel_run(rng, tmp_path)
     assert table["value"].iloc[0] == pytest.approx(expected["roc_auc"], abs=1e-9)
     with pytest.raises(ValueError, match="'quadratic_kappa' is not a multilabel metric"):
         knn_sensitivity(stored, "multilabel", "quadratic_kappa", ks=(10,), temperatures=(0.1,))
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.001])
+def test_knn_vote_is_finite_at_temperatures_where_exp_overflows_float32(rng, temperature):
+    from scipy.special import softmax
+
+    bank = rng.normal(size=(200, 16))
+    labels = np.eye(4)[rng.integers(0, 4, 200)]
+    queries = bank[:30] + rng.normal(0, 0.01, (30, 16))  # each query next to one bank image: similarity ~1
+    scores = knn_classify(torch.tensor(bank), torch.tensor(labels), torch.tensor(queries), k=15,
+                          temperature=temperature).numpy()
+
+    sims = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (bank / np.linalg.norm(bank, axis=1)[:, None]).T
+    assert sims.max() / temperature > np.log(np.finfo(np.float32).max)  # exp(sim / T) itself overflows float32
+    top = np.argsort(-sims, axis=1)[:, :15]
+    weights = softmax(np.take_along_axis(sims, top, axis=1) / temperature, axis=1)  # float64, normalised
+    expected = np.einsum("qk,qkc->qc", weights, labels[top])
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-6)
+    assert (scores.argmax(1) == labels[:30].argmax(1)).all()  # the nearest image's class wins at a low T
+
+
+def test_knn_evaluate_reports_the_k_that_voted(rng):
+    train = create_dataset("synthetic_shapes", "train", size=32, n_train=12)
+    test = create_dataset("synthetic_shapes", "test", size=32, n_test=4)
+    tf = create_transform(train.info, img_size=32, train=False)
+    model = create_model("resnet18", "random", num_outputs=0)
+    out = knn_evaluate(model, train.with_transform(tf), test.with_transform(tf), k=10000, progress=False)
+    assert out["k"] == 12
+    assert knn_evaluate(model, train.with_transform(tf), test.with_transform(tf), k=5, progress=False)["k"] == 5
+
+
+def test_a_knn_row_records_the_k_used_and_the_k_requested(tmp_path):
+    from medvit import load_params
+    from medvit.experiments import execute_run, results_store
+    from medvit.runs import Run
+
+    params = load_params("smoke", knn_k=10000, results_dir=str(tmp_path),
+                         dataset_options={"synthetic_shapes": {"size": 32, "n_train": 24, "n_val": 8, "n_test": 8}})
+    row = execute_run(Run("knn", "synthetic_shapes", "resnet18", "random", 0), params, results_store(params),
+                      device="cpu")
+    assert row["status"] == "ok"
+    assert (row["k"], row["k_requested"], row["n_train"]) == (24, 10000, 24)

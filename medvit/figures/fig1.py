@@ -53,6 +53,8 @@ def _finetune(run: Run, params: Params, device) -> dict:
 
 
 def _knn(run: Run, params: Params, device) -> dict:
+    """k-NN of the frozen backbone; the row's ``k`` is the neighbours that voted (the profile's ``knn_k``
+    capped at the training split's size, ``medvit.knn.k_used``), ``k_requested`` the profile's."""
     splits = load_splits(params, run.dataset)
     info = splits["train"].info
     seed_everything(params.seed_for(run.repetition))
@@ -69,7 +71,8 @@ def _knn(run: Run, params: Params, device) -> dict:
     save_features(root, run.run_id, out["train_features"], splits["train"].label_matrix(), out["test_features"],
                   splits["test"].labels)
     return {"metric": info.target_metric, "value": m[info.target_metric], "metrics": m, "split": "test",
-            "k": params.knn_k, "temperature": params.knn_temperature, "n_train": len(splits["train"]),
+            "k": out["k"], "k_requested": params.knn_k, "temperature": params.knn_temperature,
+            "n_train": len(splits["train"]),
             "n_params": sum(p.numel() for p in model.parameters())}
 
 
