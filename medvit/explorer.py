@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from .data import create_dataset
 from .params import Params
+from .plots import not_drawn
 from .plots.fig4 import draw_saliency, draw_unavailable, show_image
 from .plots.tables import INIT_NAMES
 from .figures.fig4 import SaliencyModel, load_test_images, saliency_model
+from .runs import RunUnavailable, profile_dataset
 from .saliency import saliency_maps
 
 
@@ -34,10 +35,12 @@ class Explorer:
         self._sizes: dict[str, int] = {}
 
     def num_images(self, dataset: str) -> int:
-        """How many test images ``dataset`` has (the index slider's range)."""
+        """How many test images ``dataset`` has (the index slider's range); 0 when they are not on this machine."""
         if dataset not in self._sizes:
-            self._sizes[dataset] = len(create_dataset(dataset, "test", data_root=self.params.data_root,
-                                                      **self.params.options_for(dataset)))
+            try:
+                self._sizes[dataset] = len(profile_dataset(self.params, dataset, "test"))
+            except RunUnavailable:
+                self._sizes[dataset] = 0
         return self._sizes[dataset]
 
     def model(self, dataset: str, name: str, init: str) -> SaliencyModel:
@@ -62,7 +65,10 @@ class Explorer:
             raise ValueError(f"unknown dataset {dataset!r}; the explorer shows {self.datasets}")
         if init not in self.inits:
             raise ValueError(f"unknown init {init!r}; the explorer shows {self.inits}")
-        batch, shown = load_test_images(self.params, dataset, [int(index)])
+        try:
+            batch, shown = load_test_images(self.params, dataset, [int(index)])
+        except RunUnavailable as err:
+            return not_drawn("The explorer's view", f"the test images of {dataset} are unavailable: {err}")
         image = shown[0]
         panels = []  # (title, draw(ax))
         panels.append((f"{dataset} test #{index}", lambda ax: show_image(ax, image)))
@@ -98,8 +104,11 @@ class Explorer:
         import ipywidgets as w
         from IPython.display import display
 
-        dataset = w.Dropdown(options=self.datasets, description="dataset")
-        index = w.IntSlider(0, 0, self.num_images(self.datasets[0]) - 1, description="test image",
+        datasets = [d for d in self.datasets if self.num_images(d)]
+        if not datasets:
+            return w.HTML(f"No test images of {', '.join(self.datasets)} on this machine: nothing to explore.")
+        dataset = w.Dropdown(options=datasets, description="dataset")
+        index = w.IntSlider(0, 0, self.num_images(datasets[0]) - 1, description="test image",
                             continuous_update=False)
         init = w.Dropdown(options=self.inits, description="init")
         head = w.Dropdown(options=["mean"], value="mean", description="head")

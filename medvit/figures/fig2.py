@@ -13,7 +13,7 @@ import torch
 from ..data.segmentation import SegmentationDataset, create_segmentation_transform, resized
 from ..data.transforms import resize_size
 from ..params import Params
-from ..runs import Experiment, Run, grid, load_checkpoint, profile_dataset, resolve_device, save_checkpoint
+from ..runs import Experiment, Run, RunUnavailable, grid, load_checkpoint, profile_dataset, resolve_device, save_checkpoint
 from ..segment import create_segmentation_model, dice_iou_per_image, predict_masks, train_segmentation, trivial_baselines
 from ..train import seed_everything
 from .departures import segmentation_departures
@@ -86,6 +86,7 @@ class SegmentationExamples:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # "model / init" -> bool N×H×W
     dice: dict[str, np.ndarray] = field(default_factory=dict)  # "model / init" -> per-image Dice
     missing: dict[str, str] = field(default_factory=dict)  # "model / init" -> why there is no prediction
+    unavailable: str = ""  # why the test images themselves cannot be had here (then nothing else is filled)
 
 
 def segmentation_examples(params: Params, dataset: str, inits=("random",), n_images: int = 4, repetition: int = 0,
@@ -94,9 +95,16 @@ def segmentation_examples(params: Params, dataset: str, inits=("random",), n_ima
     predicted mask of every ``inits`` × ``params.seg_models`` checkpoint of ``repetition`` (on ``device``,
     default the profile's).
 
-    A missing checkpoint raises FileNotFoundError, or with ``skip_missing`` is listed in ``missing``.
+    A missing checkpoint raises FileNotFoundError, or with ``skip_missing`` is listed in ``missing``; so is
+    missing data, whose reason and how-to is then ``unavailable``, with no images.
     """
-    test = load_segmentation_split(params, dataset, "test")
+    try:
+        test = load_segmentation_split(params, dataset, "test")
+    except RunUnavailable as err:
+        if not skip_missing:
+            raise
+        empty = np.zeros((0, 1, 1, 3), np.uint8)
+        return SegmentationExamples(dataset, [], empty, empty[..., 0].astype(bool), unavailable=str(err))
     indices = np.linspace(0, len(test) - 1, min(n_images, len(test))).round().astype(int).tolist()
     show = test.with_transform(create_segmentation_transform(test.info, params.seg_img_size, normalize=False))
     pairs = [show[i] for i in indices]

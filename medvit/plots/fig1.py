@@ -20,6 +20,7 @@ from ..models import indomain_start
 from ..paper import paper_counterpart, paper_results, paper_value
 from ..predictions import load_features
 from ..stats import FIG1_PAIRS, MARGIN, N_RESAMPLES, init_gap_table, task_of
+from . import NOTHING_RAN, not_drawn
 from .tables import EVALUATION_NAMES, INIT_NAMES, NBSP, PageTable, format_score, summary_table, verdict_table
 
 EVALUATIONS = ("finetune", "knn")
@@ -125,7 +126,7 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
     models = [m for m in models if m in set(ran["model"])]
     inits = [i for i in inits if i in set(ran["init"])]
     if ran.empty:
-        raise ValueError("no Fig 1 setting ran (every row is unavailable or failed): nothing to draw")
+        return not_drawn("Fig 1", NOTHING_RAN)
     fig, axes = plt.subplots(len(evaluations), len(datasets), squeeze=False,
                              figsize=(max(3.2 * len(datasets), 2.2 * len(inits) + 1.0) + 1.6, 2.9 * len(evaluations)))
     palette = dict(zip(models, sns.color_palette("colorblind", len(models))))

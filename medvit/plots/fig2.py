@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from . import NOTHING_RAN, not_drawn
 from .tables import INIT_NAMES, PageTable, summary_table, synthetic_caveat
 
 GROUND_TRUTH_COLOUR = "yellow"
@@ -31,6 +32,10 @@ def _show(ax, image: np.ndarray) -> None:
 
 def fig2_figure(examples, panel_size: float = 2.2) -> plt.Figure:
     """The overlay grid of a :class:`medvit.segment.SegmentationExamples` (rows images, columns models)."""
+    if examples.unavailable:  # the test images themselves are not on this machine
+        return not_drawn("Fig 2", f"the test images of {examples.dataset} are unavailable: {examples.unavailable}")
+    if not examples.predictions:
+        return not_drawn("Fig 2", NOTHING_RAN)
     labels = list(examples.predictions)
     n_rows, n_cols = len(examples.indices), 1 + len(labels)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * n_rows), squeeze=False)

@@ -9,6 +9,7 @@ import seaborn as sns
 
 from ..models import BACKBONES
 from ..stats import FIG3_PAIRS, MARGIN, N_RESAMPLES
+from . import NOTHING_RAN, not_drawn
 from .tables import INIT_NAMES, PageTable, summary_table, verdict_table
 
 
@@ -40,6 +41,8 @@ def fig3_page_table(rows: pd.DataFrame) -> PageTable:
 def fig3_figure(rows: pd.DataFrame):
     """One panel per dataset: median test metric ± std against parameters (log x), a line per family and init."""
     ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        return not_drawn("Fig 3", NOTHING_RAN)
     datasets = list(dict.fromkeys(rows["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), squeeze=False, figsize=(max(5.5 * len(datasets), 7), 4.2))
     families = {"resnet": "ResNet", "vit": "DeiT"}

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..page import anonymise
+from . import NOTHING_RAN, not_drawn
 from .tables import INIT_NAMES, unavailable_summary
 
 CMAP = "jet"
@@ -88,10 +89,16 @@ def fig4_figure(grid, panel_size: float = 1.5, show_unavailable: bool = True, ma
 
     ``show_unavailable``: a cell for each model that is unavailable, with a numbered note; False draws only
     the (backbone, init) rows that have a model (``fig4_unavailable`` lists the others for the page)."""
+    if not any(grid.indices[d] for d in grid.datasets):
+        return not_drawn("Fig 4", "the test images of " + ", ".join(grid.datasets) + " are unavailable here; the "
+                                  "list under the figure gives the reason and how to get them")
     if not show_unavailable:
         import copy
 
         kept = [(m, i) for m, i in grid.rows if any(grid.cells[m, i, d][1] is not None for d in grid.datasets)]
+        if not kept:
+            return not_drawn("Fig 4", "no fine-tuned model of Fig 1 and no pretrained backbone is available here; "
+                                      "the list under the figure gives each reason")
         grid = copy.copy(grid)
         grid.rows = kept
     every = [(d, k) for d in grid.datasets for k in range(len(grid.indices[d]))]

@@ -17,6 +17,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from ..page import anonymise
+from . import NOTHING_RAN, not_drawn
 from .tables import INIT_NAMES, PageTable, synthetic_caveat
 
 SOURCES = {"attention": "backbone", "attention_finetuned": "fine-tuned"}
@@ -102,11 +103,9 @@ def fig5_figure(rows: pd.DataFrame, inits=("random", "imagenet", "dino"), show_u
     ran (rows and columns without any ``ok`` setting are left out; a remaining empty panel is blank) and
     leaves the list of what did not run to the page."""
     rows = rows[rows["experiment"].isin(SOURCES)]
-    if rows.empty:
-        raise ValueError("no Fig 5 rows (experiments 'attention', 'attention_finetuned') to plot")
     drawn = rows if show_unavailable else rows[rows["status"] == "ok"]
     if drawn.empty:
-        raise ValueError("no Fig 5 setting ran (every row is unavailable or failed): nothing to draw")
+        return not_drawn("Fig 5", NOTHING_RAN)
     inits = [i for i in inits if i in set(drawn["init"])]
     panels = [(e, d) for d in dict.fromkeys(drawn["dataset"]) for e in SOURCES
               if len(drawn[(drawn["experiment"] == e) & (drawn["dataset"] == d)])]
