@@ -7,8 +7,8 @@ experiment reads (``Experiment.settings``, hashed into the row's ``settings_hash
 and the fine-tuning runs are done again, while their k-NN rows stay. Weights or data that cannot be had
 give an ``unavailable`` row with the reason, never another setting; a real error gives a ``failed`` row, the
 other runs still run, and :class:`RunFailed` (one line naming the run and the reason) is raised at the end. An
-``ok`` row of a run that keeps a checkpoint (an in-domain pretraining, a fine-tuning whose checkpoint later
-runs read) counts only while that file exists: a deleted checkpoint is made again by the next call.
+``ok`` row of a run that keeps a checkpoint (an in-domain pretraining; a fine-tuning or segmentation of the first
+``checkpoint_repetitions``) counts only while that file exists: a deleted checkpoint is made again by the next call.
 """
 from __future__ import annotations
 
@@ -75,15 +75,11 @@ def settings_hash(run: Run, params: Params) -> str:
 def checkpoint_gone(params: Params, run: Run, kept) -> bool:
     """Whether an ``ok`` row of ``run`` stands for a checkpoint file that is no longer there (deleted, e.g. as
     an unreadable checkpoint's message advises): such a row does not count, so the run is done again.
-    ``kept`` is the row's ``kept_checkpoint``. A pretraining always keeps its checkpoint; another run when
-    its row says so, or, for a row from before rows said (``kept`` None or NaN), when another experiment
-    reads its checkpoint (``Experiment.needs``) and its repetition is among the ``checkpoint_repetitions``."""
+    ``kept`` is the row's ``kept_checkpoint``: a pretraining always keeps its checkpoint, another run when its
+    row says so (rows written before rows said so, ``kept`` None or NaN, count as they did)."""
     if run.experiment == PRETRAIN_DINO:
         return not pretraining_checkpoint(params, run).is_file()
-    if kept is None or kept != kept:
-        kept = (run.repetition < params.checkpoint_repetitions
-                and any(run.experiment in e.needs for e in EXPERIMENTS.values()))
-    return bool(kept) and not checkpoint_path(params, run).is_file()
+    return bool(kept == True) and not checkpoint_path(params, run).is_file()  # noqa: E712 (NaN, None: not said)
 
 
 def _keeps_checkpoint(params: Params, run: Run) -> bool:
