@@ -74,7 +74,8 @@ def write_resnet50_imagenet_weights(folder: Path) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir()
-    save_file(timm.create_model("resnet50", num_classes=1000).state_dict(), str(folder / "resnet50.tv_in1k.safetensors"))
+    state = timm.create_model("resnet50", num_classes=1000).state_dict()
+    save_file(state, str(folder / "resnet50.tv_in1k.safetensors"))
 
 
 @pytest.mark.slow
