@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "nothing)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/gpu_check.json"), help="the JSON file written")
     p.add_argument("--results-dir", type=Path,
-                   help="where Fig 1's rows go; must not exist yet (default: a new folder beside --out)")
+                   help="where Fig 1's rows go: a new or empty folder (default: a new folder beside --out)")
     p.add_argument("--data-root", help="the data folder (medmnist/, isic_uda1/); default $MEDVIT_DATA_ROOT")
     p.add_argument("--medmnist-size", type=int, choices=(28, 64, 128, 224),
                    help="which RetinaMNIST file is read (the model input stays 224 px; 28 with --cpu-smoke); "
