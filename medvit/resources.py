@@ -17,10 +17,11 @@ from pathlib import Path
 # The repository's address, in this one place; the book's repository button, the Colab badges and the
 # Colab install cell are generated from it.
 REPOSITORY_URL = "https://github.com/medvit/medvit"
-# The branch the published book is deployed to (GitHub Pages convention): the executed notebooks that the
-# Colab badges open are there, under Sphinx's copies of the page sources (``_sources/``).
-PUBLISHED_BRANCH = "gh-pages"
-
+# Where Colab opens the pages from: the branch that the book's workflow (.github/workflows/book.yml, `make colab`)
+# publishes the pages' source notebooks to, each at COLAB_FOLDER/<page>.ipynb. Colab reads notebooks from a
+# GitHub repository, not from the published site.
+COLAB_BRANCH = "colab"
+COLAB_FOLDER = "notebooks"
 PARAMS_DIR_ENV = "MEDVIT_PARAMS_DIR"
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -99,10 +100,14 @@ def _github_path() -> str:
     return REPOSITORY_URL[len(prefix):].rstrip("/").removesuffix(".git")
 
 
-def colab_url(notebook: str) -> str:
-    """The Colab address that opens ``notebook`` (a path in the published site, e.g.
-    ``_sources/book/_executed/fig1_finetune_knn.ipynb``) from :data:`PUBLISHED_BRANCH`."""
-    return f"https://colab.research.google.com/github/{_github_path()}/blob/{PUBLISHED_BRANCH}/{notebook}"
+def colab_path(page: str) -> str:
+    """Where the Colab notebook of ``page`` (e.g. ``fig1_finetune_knn``) is on :data:`COLAB_BRANCH`."""
+    return f"{COLAB_FOLDER}/{page}.ipynb"
+
+
+def colab_url(page: str) -> str:
+    """The Colab address that opens the notebook of ``page`` from :data:`COLAB_BRANCH` of the repository."""
+    return f"https://colab.research.google.com/github/{_github_path()}/blob/{COLAB_BRANCH}/{colab_path(page)}"
 
 
 def pip_requirement(revision: Revision | None = None) -> str:

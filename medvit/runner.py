@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from .params import load_params
-from .resources import REPOSITORY_URL, book_sources, checkout, colab_url, pip_requirement, source_revision
+from .resources import (REPOSITORY_URL, book_sources, checkout, colab_path, colab_url, pip_requirement,
+                        source_revision)
 
 SOURCES = Path("book") / "notebooks"  # in book_sources(): the MyST Markdown notebooks
 EXECUTED = Path("book") / "_executed"  # in a book_dir: the executed notebooks, the book's pages
@@ -70,32 +71,62 @@ def available_notebooks() -> dict[str, Path]:
     return {k: folder / f"{v}.md" for k, v in notebooks().items() if (folder / f"{v}.md").is_file()}
 
 
-def page_notebook(source: str | Path):
-    """The notebook papermill runs for one MyST source: its cells as jupytext reads them, with the Colab
-    badge and the Colab install cell (generated from ``medvit.resources``) after the title cell."""
+def colab_notebook(source: str | Path):
+    """The notebook a reader opens in Colab for one MyST source: the page's own cells, as jupytext reads
+    them, with the install cell (medvit at the commit the notebook is made from) after the title. Nothing
+    overrides the parameters cell: what the reader sets there is what runs, and results go to ``results/``
+    in the runtime's current folder."""
     import jupytext
     import nbformat
 
-    source = Path(source)
-    nb = jupytext.read(source, fmt="md:myst")
+    nb = jupytext.read(Path(source), fmt="md:myst")
     nb.metadata.pop("jupytext", None)  # a plain notebook, paired with nothing beside it
     revision = source_revision()
-    badge = nbformat.v4.new_markdown_cell(
-        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"({colab_url(f'_sources/{EXECUTED.as_posix()}/{source.stem}.ipynb')})")
     note = ("" if revision.commit else " (the default branch: the commit of this page is unknown)") + (
         " (this page was built with uncommitted changes on top of it)" if revision.modified else "")
     install = nbformat.v4.new_code_cell(
-        "# Colab only (not shown in the book): install medvit at the commit this page was built from"
-        f"{note}.\nimport subprocess, sys\n"
+        f"# Colab only (not shown in the book): install medvit at the commit this page was made from{note}.\n"
+        "import subprocess, sys\n"
         'if "google.colab" in sys.modules:\n'
         f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", {pip_requirement(revision)!r}], check=True)',
         metadata={"tags": ["remove-cell"]})
     first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
-    nb.cells[first:first] = [badge, install]
+    nb.cells[first:first] = [install]
+    _number_cells(nb)
+    return nb
+
+
+def page_notebook(source: str | Path):
+    """The notebook papermill runs for one MyST source, the book's page: the Colab notebook
+    (:func:`colab_notebook`) with the *Open in Colab* badge after the title."""
+    import nbformat
+
+    nb = colab_notebook(source)
+    badge = nbformat.v4.new_markdown_cell(
+        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"({colab_url(Path(source).stem)})")
+    nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, badge)
+    _number_cells(nb)
+    return nb
+
+
+def _number_cells(nb) -> None:
     for i, cell in enumerate(nb.cells):  # nbformat 4.5 wants cell ids; jupytext's text formats store none
         cell["id"] = f"cell-{i}"
-    return nb
+
+
+def write_colab_notebooks(folder: str | os.PathLike) -> list[Path]:
+    """Write every page's Colab notebook under ``folder`` at its published path (``resources.colab_path``),
+    the tree the book's workflow publishes as the ``COLAB_BRANCH`` branch; return the files written."""
+    import nbformat
+
+    written = []
+    for source in available_notebooks().values():
+        path = Path(folder) / colab_path(source.stem)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(colab_notebook(source), path)
+        written.append(path)
+    return written
 
 
 def _prepare_for_book(path: Path) -> None:

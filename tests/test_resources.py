@@ -61,6 +61,7 @@ def test_the_revision_of_a_git_work_tree(tmp_path):
 
 def test_colab_and_pip_addresses_are_made_from_the_repository_url():
     owner_name = resources.REPOSITORY_URL.removeprefix("https://github.com/")
-    assert resources.colab_url("_sources/x.ipynb") == (
-        f"https://colab.research.google.com/github/{owner_name}/blob/{resources.PUBLISHED_BRANCH}/_sources/x.ipynb")
+    assert resources.colab_url("fig1_finetune_knn") == (
+        f"https://colab.research.google.com/github/{owner_name}/blob/{resources.COLAB_BRANCH}/"
+        f"{resources.COLAB_FOLDER}/fig1_finetune_knn.ipynb")
     assert resources.pip_requirement(resources.Revision(None)) == f"medvit @ git+{resources.REPOSITORY_URL}"
