@@ -9,7 +9,7 @@ EXTRAS := book,cluster,data,test
 # The small real data sets beside the checkout (offline machines); elsewhere MedMNIST downloads itself.
 export MEDVIT_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: book test test-fast site setup lock clean
+.PHONY: book test test-fast test-reader test-cluster site colab setup lock clean
 
 # The lock pins torch with `===` (this exact version string): a local CPU-only wheel some machines offer as
 # `2.13.0+cpu` also matches `==2.13.0` and cannot load PyPI's torchvision 0.28.0 (`torchvision::nms does not exist`).
@@ -34,16 +34,35 @@ site: book
 	touch _build/html/.nojekyll
 	@echo "site: _build/html (profile $(PROFILE)), ready to deploy"
 
+# The pages' Colab notebooks (the parameters first and editable, the install cell at this commit), at the paths
+# the pages' badges open on the `colab` branch; .github/workflows/book.yml publishes _build/colab as that branch.
+colab: setup
+	rm -rf _build/colab
+	$(BIN)/python -c 'from medvit.runner import write_colab_notebooks as w; print(*w("_build/colab"), sep="\n")'
+
 # pytest exits 5 when it collected no test: that is a failure here, said plainly. `make test` runs every test
-# (CI runs it); `make test-fast` skips the end-to-end ones marked slow, for the edit-test loop.
+# except those against a real Slurm cluster (CI runs it; the 15 slowest are listed); `make test-fast` also skips
+# the end-to-end ones marked slow, for the edit-test loop. `make test-reader` runs the reader tests alone (the
+# book in headless Chromium, which they install as root when it is missing), `make test-cluster` the Slurm
+# ones (the cluster is brought up by .ci/slurm-cluster.sh, as root). With CI=true, a reader or Slurm test that
+# skips fails.
 PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
+define run_pytest
+	@$(PYTEST) $(2); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make $(1): pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+endef
+
 test: setup
-	@$(PYTEST); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+	$(call run_pytest,test,-m "not slurm" --durations=15)
 
 test-fast: setup
-	@$(PYTEST) -m "not slow"; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+	$(call run_pytest,test-fast,-m "not slow and not slurm")
+
+test-reader: setup
+	$(call run_pytest,test-reader,-m reader --durations=5)
+
+test-cluster: setup
+	$(call run_pytest,test-cluster,-m slurm -rP --durations=5)
 
 # Rewrite requirements-lock.txt from .venv after the tests passed in it: its installed versions constrain the
 # resolution (for the Python .venv runs and newer); uv resolves the other Pythons (>= 3.10) and platforms.
