@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ import yaml
 
 import medvit
 from medvit import experiments, resources, runner
-from medvit.experiments import execute_run, plan, results_store
+from medvit.experiments import plan, results_store
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / runner.SOURCES).glob("*.md"))
@@ -105,7 +106,7 @@ def test_the_generated_page_gets_a_colab_badge_and_an_idempotent_install_of_its_
     nbformat.validate(nb)
     assert nb.cells[0].source.startswith("# Fig 1"), "the title stays first"
     badge, install = nb.cells[1], nb.cells[2]
-    assert resources.colab_url("_sources/book/_executed/fig1_finetune_knn.ipynb") in badge.source
+    assert f"({resources.colab_url('fig1_finetune_knn')})" in badge.source
     assert install.metadata["tags"] == ["remove-cell"]
     commit = resources.source_revision().commit
     first, second = run_cell(install.source, monkeypatch), run_cell(install.source, monkeypatch)
@@ -160,9 +161,12 @@ def test_relative_profile_and_results_paths_are_the_users_current_directory(tmp_
     work.mkdir()
     (work / "mine.yaml").write_text((REPO / "params" / "smoke.yaml").read_text())
     monkeypatch.chdir(work)
+    grids = []
+    monkeypatch.setattr(experiments, "run_grid", lambda params, figures, force: grids.append(params))  # not the subject
     fake = FakePapermill()
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     runner.reproduce("mine.yaml", only=["intro"], results_dir="res", book_dir=tmp_path / "book", out=io.StringIO())
+    assert [p.results_dir for p in grids] == [str(work / "res")], "the runs go where the pages look"
     call = fake.calls[0]
     assert call["parameters"] == {"profile": str(work / "mine.yaml"), "results_dir": str(work / "res"), "force": False}
     assert call["cwd"] == str(work), "the kernel starts where the user is"
@@ -171,6 +175,7 @@ def test_relative_profile_and_results_paths_are_the_users_current_directory(tmp_
 
 
 def test_reproduce_shows_what_the_notebooks_print_live_and_logs_it_beside_the_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: print("run_grid: 4 runs planned"))
     monkeypatch.setattr(papermill, "execute_notebook", FakePapermill(prints="run fig1__x ok auc=0.71 in 2 s\n"))
     out = io.StringIO()
     runner.reproduce("smoke", only=["fig1", "fig3"], results_dir=tmp_path / "results", book_dir=tmp_path, out=out)
@@ -178,6 +183,7 @@ def test_reproduce_shows_what_the_notebooks_print_live_and_logs_it_beside_the_re
     for text in (out.getvalue(), log):
         assert text.count("run fig1__x ok auc=0.71 in 2 s") == 2
         assert "[1/2] fig1: executing" in text and "[2/2] fig3: done in" in text and "2 of 2 notebook(s)" in text
+        assert "run_grid: 4 runs planned" in text and "runs of fig1, fig3: done in" in text, "the runs' lines too"
 
 
 class TimedPapermill(FakePapermill):
@@ -285,20 +291,24 @@ def test_an_installed_medvit_writes_its_book_in_the_current_directory(tmp_path, 
             assert (staged / source.relative_to(REPO)).read_text() == source.read_text()
 
 
-def test_reproduce_resumes_without_redoing_finished_runs(tmp_path, capsys):
-    params = medvit.load_params("smoke", results_dir=str(tmp_path), fig1_inits=["random"])
+def test_reproduce_resumes_without_redoing_finished_runs(smoke_results, capsys):
+    """Interrupted after the fine-tunings: the smoke results without the k-NN runs' rows (cheap to redo)."""
+    params = medvit.load_params("smoke", results_dir=str(smoke_results), fig1_inits=["random"])
     runs = plan(params, "fig1")
-    first = runs[: len(runs) // 2]
-    for run in first:  # the part that finished before an interruption
-        execute_run(run, params, results_store(params))
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
+    store = results_store(params)
+    unfinished = [r for r in runs if r.experiment == "knn"]
+    assert 0 < len(unfinished) < len(runs)
+    for run in unfinished:
+        shutil.rmtree(store.root / "rows" / run.run_id)
+    before = {p: p.stat().st_mtime_ns for p in store.root.rglob("rows/*/*.json")}
     rows = medvit.run_experiment(params, "fig1")
     out = capsys.readouterr().out
-    assert f"{len(first)} already done, {len(runs) - len(first)} to run" in out
+    assert f"{len(runs) - len(unfinished)} already done, {len(unfinished)} to run" in out
     assert len(rows) == len(runs) and set(rows["status"]) == {"ok"}
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("rows/*/*.json")}
+    after = {p: p.stat().st_mtime_ns for p in store.root.rglob("rows/*/*.json")}
     assert all(after[p] == t for p, t in before.items()), "finished rows were rewritten"
-    assert len(after) == len(runs), "one row file per run"
+    assert {p.parent.name for p in set(after) - set(before)} == {r.run_id for r in unfinished}, \
+        "one new row file per unfinished run"
 
 
 @pytest.mark.slow
@@ -312,17 +322,13 @@ def test_a_failing_notebook_in_a_real_kernel_names_the_saved_notebook_and_the_er
 
 
 @pytest.mark.slow
-def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path, capfd):
-    book = tmp_path / "book"
-    runner.reproduce("smoke", results_dir=tmp_path / "results", book_dir=book)
-    index = runner.build_book(book_dir=book, strict=True)
-    assert index.is_file()
-    printed = capfd.readouterr()
-    assert "without encryption" not in printed.out + printed.err
-    assert "This page: medvit" in printed.out, "what the kernels print is shown"
-    log = (tmp_path / "results" / "smoke" / "reproduce.log").read_text()
+def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(smoke_book):
+    html = smoke_book.html
+    assert (html / "index.html").is_file()
+    assert "without encryption" not in smoke_book.printed
+    assert "This page: medvit" in smoke_book.printed, "what the kernels print is shown"
+    log = (smoke_book.results / "smoke" / "reproduce.log").read_text()
     assert "This page: medvit" in log and "[6/6] fig5: done in" in log
-    html = index.parent
     pages = {key: (html / runner.EXECUTED / f"{name}.html").read_text() for key, name in runner.notebooks().items()}
     for key, page in pages.items():
         numbers = re.findall(r'<span class="caption-number">Fig\. (\d+) </span>', page)
@@ -335,16 +341,16 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(tmp_path
     assert "<table" in pages["fig1"] and "unavailable" in pages["fig1"]
     assert 'href="fig1_finetune_knn.html#fig1-bars"' in pages["fig4"], "pages refer to each other by {numref}"
     assert "This page: medvit" in pages["intro"] and "_executed/intro.html" in (html / "index.html").read_text()
-    assert (html / "_sources" / runner.EXECUTED / "fig1_finetune_knn.ipynb").is_file(), "what the Colab badge opens"
+    assert f'href="{resources.colab_url("fig1_finetune_knn")}"' in pages["fig1"], "the Colab badge"
     assert resources.REPOSITORY_URL in pages["fig1"], "the repository button, from medvit.resources"
 
 
-def test_a_changed_setting_reruns_what_reads_it_and_never_mixes_rows(tmp_path, capsys):
-    small = dict(results_dir=str(tmp_path), fig1_models=["resnet18"], fig1_inits=["random"], train={"epochs": 1})
+def test_a_changed_setting_reruns_what_reads_it_and_never_mixes_rows(smoke_results, capsys):
+    small = dict(results_dir=str(smoke_results), fig1_models=["resnet18"], fig1_inits=["random"])
     params = medvit.load_params("smoke", **small)
     medvit.run_experiment(params, "fig1")
+    assert "to run" not in capsys.readouterr().out, "the smoke results hold these runs"
     changed = medvit.load_params("smoke", knn_k=7, **small)
-    capsys.readouterr()
     medvit.run_experiment(changed, "fig1")
     out = capsys.readouterr().out
     assert "1 already done, 1 to run" in out and "knn__synthetic_shapes__resnet18__random__r0: ok" in out

@@ -1,9 +1,11 @@
 """An installed medvit (``pip install .``, not editable) is whole: used from another directory it finds its
 profiles and notebooks and writes nothing into the package. The whole smoke book from an installed medvit
-takes longer than a test should: ``.ci/installed`` runs it."""
+takes longer than a test should: ``.ci/installed`` runs it. Here the page's runs are found done (a copy of the
+smoke results in the user's folder), so the installed package executes the page and trains nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_an_installed_medvit_lists_its_profiles_and_runs_a_page_from_another_directory(tmp_path):
+def test_an_installed_medvit_lists_its_profiles_and_runs_a_page_from_another_directory(tmp_path, smoke_results_built):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -26,7 +28,7 @@ def test_an_installed_medvit_lists_its_profiles_and_runs_a_page_from_another_dir
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                     "--no-build-isolation", str(REPO)], check=True)
     user = tmp_path / "user"
-    user.mkdir()
+    shutil.copytree(smoke_results_built, user / "results", symlinks=True)  # where `medvit reproduce` looks by default
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MEDVIT_PARAMS_DIR")}
 
     def medvit(*args):
@@ -47,6 +49,7 @@ def test_an_installed_medvit_lists_its_profiles_and_runs_a_page_from_another_dir
     ran = medvit("reproduce", "--profile", "smoke", "--only", "intro")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "This page: medvit" in ran.stdout and "without encryption" not in ran.stdout + ran.stderr
+    assert "already done" in ran.stdout, "the page's runs were found in the user's results folder"
     assert (user / "medvit-book" / "book" / "_executed" / "intro.ipynb").is_file()
     assert "This page: medvit" in (user / "results" / "smoke" / "reproduce.log").read_text()
     after = {p: p.stat().st_mtime_ns for p in (site / "medvit").rglob("*") if p.is_file() and p.suffix != ".pyc"}

@@ -2,9 +2,11 @@
 headless Chromium), no trace of the machine that built it (absolute paths, host name, user name), figures
 before tables, tables without pandas' index column.
 
-The checks run on the smoke book built once for this module (slow), or on an existing build given by
-``MEDVIT_BOOK_HTML=<.../_build/html>``; the checkers themselves are tested on small pages first (fast).
-The Chromium checks skip, saying why, where no Chromium is installed (Debian: ``apt-get install chromium``).
+The checks run on the smoke book built once per test run (``smoke_book`` in conftest.py; slow), or on an
+existing build given by ``MEDVIT_BOOK_HTML=<.../_build/html>``; the checkers themselves are tested on small
+pages first (fast). Chromium, where it is missing, is installed by ``.ci/install-chromium.sh`` when the tests
+run as root; otherwise the Chromium checks skip, naming that command (in CI, ``CI=true``, a skip fails).
+Every test here is marked ``reader`` (``make test-reader``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.reader
+
 REPO = Path(__file__).resolve().parents[1]
+INSTALL_CHROMIUM = REPO / ".ci" / "install-chromium.sh"
 WIDTHS = {"desktop": 1280, "phone": 390}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -81,8 +86,19 @@ def chromium() -> str | None:
     return None
 
 
-needs_chromium = pytest.mark.skipif(chromium() is None, reason="no Chromium installed (Debian: apt-get install "
-                                                                 "chromium); the layout checks need a real browser")
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """The Chromium to measure pages in: the one on PATH, else installed by ``.ci/install-chromium.sh`` (as root);
+    without root, the test skips naming the command."""
+    if chromium() is None:
+        if os.geteuid() != 0:
+            pytest.skip(f"no Chromium installed, and the layout checks need a real browser: run "
+                        f"sudo {INSTALL_CHROMIUM.relative_to(REPO)} (Debian's chromium)")
+        done = subprocess.run([INSTALL_CHROMIUM], capture_output=True, text=True, timeout=900)
+        if done.returncode != 0 or chromium() is None:
+            pytest.fail(f"{INSTALL_CHROMIUM.relative_to(REPO)} failed (exit {done.returncode}):\n"
+                        f"{(done.stdout + done.stderr)[-2000:]}")
+    return chromium()
 
 
 def layout(pages, width: int) -> list[dict]:
@@ -206,8 +222,7 @@ def test_machine_traces_finds_paths_user_and_host_but_not_addresses_or_fractions
     assert machine_traces(skipped) == ["/tmp/r"]
 
 
-@needs_chromium
-def test_overflow_catches_a_page_wider_than_a_phone_and_a_table_wider_than_its_column(tmp_path):
+def test_overflow_catches_a_page_wider_than_a_phone_and_a_table_wider_than_its_column(browser, tmp_path):
     fits, wide, boxed = (tmp_path / f"{n}.html" for n in ("fits", "wide", "boxed"))
     fits.write_text('<html><body style="margin:0"><main><p>Some text that wraps as it should.</p>'
                     '<div style="overflow-x:auto"><table><tr><td>a</td></tr></table></div></main></body></html>')
@@ -341,21 +356,15 @@ def test_fig5_draws_only_the_settings_that_ran_when_asked():
 
 # --- the book ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def book(tmp_path_factory):
-    """(html folder, results folder, book folder) of the smoke book, built once here, or the build named by
-    ``MEDVIT_BOOK_HTML``."""
+@pytest.fixture
+def book(request):
+    """(html folder, results folder, book folder) of the build named by ``MEDVIT_BOOK_HTML``, else of the smoke
+    book (built once per test run)."""
     given = os.environ.get("MEDVIT_BOOK_HTML")
     if given:
         return Path(given), None, Path(given).parent.parent
-    from medvit import runner
-
-    root = tmp_path_factory.mktemp("reader")
-    runner.reproduce("smoke", results_dir=root / "results", book_dir=root / "book")
-    if "docs/*.md" not in runner.STATIC_PAGES:  # _toc.yml lists docs/protocol, which stage_book does not copy yet
-        (root / "book" / "docs").mkdir()
-        shutil.copyfile(REPO / "docs" / "protocol.md", root / "book" / "docs" / "protocol.md")
-    return runner.build_book(book_dir=root / "book", strict=True).parent, root / "results", root / "book"
+    smoke = request.getfixturevalue("smoke_book")
+    return smoke.html, smoke.results, smoke.book
 
 
 def pages(html: Path) -> list[Path]:
@@ -402,9 +411,8 @@ def test_figure_pages_show_the_figure_before_any_table_and_no_index_column(book)
 
 
 @pytest.mark.slow
-@needs_chromium
 @pytest.mark.parametrize("device", list(WIDTHS))
-def test_no_page_is_wider_than_the_screen(book, device):
+def test_no_page_is_wider_than_the_screen(browser, book, device):
     from medvit import runner
 
     html, _, _ = book

@@ -30,7 +30,8 @@ from medvit.runs import Run
 from medvit.launch import SLURM_QUEUED, grid_runs, launch, launch_params, sbatch_options
 from medvit.results import ResultsStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# a test's limit includes the cluster's first start (.ci/slurm-cluster.sh up installs Debian's packages)
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / ".ci" / "slurm-cluster.sh"
