@@ -7,8 +7,12 @@ load torch. Submodules (``medvit.figures``, ``medvit.saliency``, ...) import as 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 
-__version__ = "0.1.0"
+try:  # set from git when medvit is installed (setuptools-scm): each commit its own version
+    __version__ = importlib.metadata.version("medvit")
+except importlib.metadata.PackageNotFoundError:  # run from a checkout on PYTHONPATH, not installed
+    __version__ = "0.0.0+unknown"
 
 # public name -> the module that defines it (relative to medvit)
 _EXPORTS = {

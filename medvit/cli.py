@@ -13,6 +13,7 @@ package) is one line on stderr and exit status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,20 @@ from medvit import __version__
 PREPARABLE = ("ph2", "pcam", "cbis_ddsm")
 # Optional packages → the extra that installs them (pyproject.toml [project.optional-dependencies]).
 OPTIONAL_EXTRAS = {"submitit": "cluster", "papermill": "book", "jupyter_book": "book", "nbformat": "book",
-                   "nbclient": "book", "ipykernel": "book", "openpyxl": "data", "pydicom": "data"}
+                   "nbclient": "book", "ipykernel": "book", "jupytext": "book", "openpyxl": "data", "pydicom": "data"}
+# What `medvit reproduce` executes the pages with, checked before any run starts (not after the grid).
+PAGE_MODULES = ("papermill", "jupytext", "nbformat", "nbclient", "ipykernel")
+
+
+def require_modules(modules, what: str) -> None:
+    """An ImportError naming the missing ``modules`` and the extra that installs them, before ``what`` starts."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        extras = sorted({OPTIONAL_EXTRAS[m] for m in missing})
+        raise ImportError(f"{what} needs {', '.join(missing)}, not installed: "
+                          f"pip install 'medvit[{','.join(extras)}]'", name=missing[0])
 
 
 def _list(what: str, profile: str, figure: str | None = None, verbose: bool = False,
@@ -97,6 +111,7 @@ def _launch(args) -> int:
 
 
 def _reproduce(args) -> int:
+    require_modules(PAGE_MODULES, "medvit reproduce")  # the launchers check submitit themselves, first
     from medvit.runner import reproduce
 
     if args.launcher:
@@ -214,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
+    except BrokenPipeError:  # `medvit list ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # 128 + SIGPIPE, as a shell reports a command its pipe closed
     except (BookError, ValueError, FileNotFoundError) as err:  # ParamsError, DataError, ModelError too
+        print(f"medvit: {_one_line(err)}", file=sys.stderr)
+    except OSError as err:  # a full disk, a read-only folder: the message names the file
         print(f"medvit: {_one_line(err)}", file=sys.stderr)
     except subprocess.CalledProcessError as err:
         cmd = [str(c) for c in err.cmd] if isinstance(err.cmd, (list, tuple)) else str(err.cmd).split()
@@ -225,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise  # a broken installation, not a missing extra: the traceback says where
         print(f"medvit: {message}", file=sys.stderr)
+    except Exception as err:
+        experiments = sys.modules.get("medvit.experiments")  # a run failed only where it was imported (with torch)
+        if experiments is None or not isinstance(err, experiments.RunFailed):
+            raise
+        print(f"medvit: {_one_line(err)}", file=sys.stderr)
     except KeyboardInterrupt:
         print("medvit: interrupted", file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .knn import extract_features
+from .knn import extract_features, feature_dtype
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -63,8 +63,8 @@ class FeatureCache:
         self.root = Path(root)
         self.hits = self.misses = 0
 
-    def path(self, model, dataset, amp: bool) -> Path:
-        key = hashlib.blake2b(f"{images_digest(dataset)}:{weights_digest(model)}:amp={amp}".encode(),
+    def path(self, model, dataset, dtype: torch.dtype | None) -> Path:
+        key = hashlib.blake2b(f"{images_digest(dataset)}:{weights_digest(model)}:autocast={dtype}".encode(),
                               digest_size=10).hexdigest()
         name = f"{getattr(model, 'name', type(model).__name__)}__{getattr(model, 'init', 'unknown')}"
         return self.root / f"{dataset.info.name}__{dataset.split}__{name}__{key}.pt"
@@ -74,8 +74,7 @@ class FeatureCache:
         """The features of ``dataset`` under ``model`` (on ``device``): read from the cache, or extracted and
         stored. An unreadable cache file is extracted again and replaced."""
         device = torch.device(device)
-        amp = device.type == "cuda" if amp is None else amp
-        path = self.path(model, dataset, amp)
+        path = self.path(model, dataset, feature_dtype(device, amp))
         if path.is_file():
             try:
                 feats = torch.load(path, map_location=device, weights_only=True)["features"]

@@ -52,20 +52,32 @@ def knn_classify(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     return torch.cat(out) if out else torch.empty(0, labels.shape[1], device=bank.device)
 
 
+def feature_dtype(device: torch.device, amp: bool | None = None) -> torch.dtype | None:
+    """The autocast dtype k-NN features are computed in on ``device`` (None: fp32); see :func:`extract_features`."""
+    from .train import resolve_precision
+
+    if amp is False:
+        return None
+    dtype = resolve_precision("auto", device).dtype
+    return dtype or (torch.bfloat16 if amp else None)  # the CPU's autocast computes in bf16
+
+
 @torch.inference_mode()
 def extract_features(model, dataset, batch_size: int = 256, device: str | torch.device = "cpu",
                      amp: bool | None = None, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
     """Frozen features (N, D) of ``dataset`` (with its eval transform) from ``model.features``.
 
-    On CUDA, features are computed under bf16 autocast by default (``amp=None``) and kept in bf16. CNNs run
-    channels_last on CUDA and the CPU, as in training (``medvit.train.uses_channels_last``).
+    By default (``amp=None``) features are computed in fine-tuning's precision for ``device``
+    (``medvit.train.resolve_precision("auto", device)``: bf16 autocast on a GPU that has it natively, fp16 on
+    one that does not, fp32 on the CPU) and kept in that dtype; ``amp=True`` forces autocast (bf16 on the CPU),
+    ``False`` fp32. CNNs run channels_last on CUDA and the CPU, as in training (``medvit.train.uses_channels_last``).
     """
     from tqdm.auto import tqdm
 
     from .train import uses_channels_last
 
     device = torch.device(device)
-    amp = device.type == "cuda" if amp is None else amp
+    dtype = feature_dtype(device, amp)
     model = model.to(device).eval()
     memory_format = torch.channels_last if uses_channels_last(model, device) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -75,7 +87,7 @@ def extract_features(model, dataset, batch_size: int = 256, device: str | torch.
     for x, _ in tqdm(loader, desc=f"features {dataset.info.name}/{dataset.split}", disable=not progress,
                      leave=False):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             feats.append(model.features(x))
     return torch.cat(feats)
 

@@ -70,9 +70,11 @@ def anonymise(text: str, params: Params | None = None) -> str:
 
 
 def provenance(params: Params, device: str) -> str:
-    """One line: medvit's commit, the profile, its parameters' hash, the device and today's date (UTC)."""
+    """One line: medvit's version and commit, the profile, its parameters' hash, the device and today's date (UTC)."""
+    from . import __version__
+
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    return (f"This page: medvit {source_revision()}, profile {params.profile!r}, parameters {params.hash}, "
+    return (f"This page: medvit {__version__} ({source_revision()}), profile {params.profile!r}, parameters {params.hash}, "
             f"device {device}, {today}")
 
 

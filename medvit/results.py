@@ -96,7 +96,9 @@ def provenance(device) -> dict:
 
     device = str(device)
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor()
-    return {"git_sha": git_sha(), "device": device, "device_name": name or platform.machine(),
+    from . import __version__
+
+    return {"medvit_version": __version__, "git_sha": git_sha(), "device": device, "device_name": name or platform.machine(),
             "host": HOST, "torch": torch.__version__}
 
 

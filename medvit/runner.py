@@ -236,6 +236,17 @@ def execute_notebook(key: str, profile: str | os.PathLike, results_dir: str | os
     return page
 
 
+def _open_log(path: Path, out):
+    """``path`` open for appending; where it cannot be written (a read-only results folder whose runs are all
+    done), os.devnull, after one line on ``out`` that says so: the log is a copy of what is printed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a")
+    except OSError as err:
+        out.write(f"medvit: the log {path} cannot be written ({err.strerror}): printed here only\n")
+        return open(os.devnull, "w")
+
+
 class _Tee:
     """A text stream that writes to several (the terminal and the log file), flushing each write."""
 
@@ -273,8 +284,7 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
         raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(sources)}")
     book_dir = Path(book_dir or default_book_dir())
     log_path = results_dir / params.profile / "reproduce.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log_file:
+    with _open_log(log_path, out) as log_file:
         tee = _Tee(out, log_file)
         now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         tee.write(f"medvit reproduce --profile {params.profile} ({now}, medvit {source_revision()}): "

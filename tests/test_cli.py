@@ -109,3 +109,59 @@ def test_a_bad_profile_from_the_shell_is_one_line_without_traceback():
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert len(lines) == 1 and lines[0].startswith("medvit: ") and "no_such_profile" in lines[0]
+
+
+# ------------------------------------------------------------------------------------------- manners
+
+def test_a_closed_pipe_ends_quietly():
+    done = subprocess.run(f"{sys.executable} -m medvit list datasets | head -1", shell=True, capture_output=True,
+                          text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=60)
+    assert done.stdout.count("\n") == 1 and done.stderr == ""
+
+
+def test_a_missing_page_package_is_named_before_any_run_starts(monkeypatch, capsys):
+    import importlib.util
+
+    import medvit.runner
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jupytext" else find_spec(name, *a))
+    monkeypatch.setattr(medvit.runner, "reproduce", lambda *a, **k: pytest.fail("the grid started"))
+    assert main(["reproduce", "--profile", "smoke"]) == 1
+    assert capsys.readouterr().err == ("medvit: medvit reproduce needs jupytext, not installed: "
+                                       "pip install 'medvit[book]'\n")
+
+
+def test_a_full_disk_is_one_line_naming_the_file(monkeypatch, capsys):
+    def fails(args):
+        raise OSError(28, "No space left on device", "/r/pretrain/x.pt")
+
+    monkeypatch.setattr(medvit.cli, "_book", fails)
+    assert main(["book"]) == 1
+    assert capsys.readouterr().err == "medvit: [Errno 28] No space left on device: '/r/pretrain/x.pt'\n"
+
+
+def test_a_failed_run_is_one_line_naming_it(monkeypatch, capsys):
+    import medvit.runner
+    from medvit.experiments import RunFailed
+
+    def fails(*args, **kwargs):
+        raise RunFailed("finetune__x__resnet18__random__r0", "TrainingDiverged: diverged: training loss 3e8 at epoch 2\n"
+                        "Traceback ...")
+
+    monkeypatch.setattr(medvit.runner, "reproduce", fails)
+    assert main(["reproduce", "--profile", "smoke"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("medvit: ") and "finetune__x__resnet18__random__r0" in err
+
+
+def test_reproduce_whose_log_cannot_be_written_says_so_and_goes_on(tmp_path):
+    import io
+
+    from medvit.runner import _open_log
+
+    (tmp_path / "results").write_text("a file where the results folder should be")
+    out = io.StringIO()
+    with _open_log(tmp_path / "results" / "quick" / "reproduce.log", out) as log:
+        log.write("a line\n")
+    assert "cannot be written" in out.getvalue() and "printed here only" in out.getvalue()

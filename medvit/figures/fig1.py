@@ -88,14 +88,15 @@ def _pretrain_dino(run: Run, params: Params, device) -> dict:
                          img_size=params.img_size)
     path = pretraining_checkpoint(params, run)
     res = pretrain_dino(model, train, params.dino, device=device, checkpoint=path,
-                        amp=device.type == "cuda" and params.precision in ("auto", "bf16"),
+                        amp=params.precision != "fp32",
                         num_workers=params.num_workers)
     last = res.history[-1]
     return {"metric": "dino_loss", "value": last["loss"], "metrics": {k: last[k] for k in
                                                                    ("loss", "teacher_entropy", "feature_std")},
             "split": "train", "epochs": params.dino.epochs, "n_train": len(train), "history": res.history,
             "iterations": res.iterations_per_epoch * params.dino.epochs, "local_crop_size": res.local_crop_size,
-            "checkpoint": path.name, "n_params": sum(p.numel() for p in model.parameters())}
+            "checkpoint": path.name, "precision": res.precision,
+            "n_params": sum(p.numel() for p in model.parameters())}
 
 
 PRETRAIN = Experiment(PRETRAIN_DINO, _pretrain_dino, settings=PRETRAIN_SETTINGS)
