@@ -11,13 +11,21 @@ export MEDVIT_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/d
 
 .PHONY: book test test-fast test-reader test-cluster site colab setup lock clean
 
+# TORCH_INDEX=<a PyTorch wheel index> (e.g. https://download.pytorch.org/whl/cu126): torch and torchvision built
+# for this machine's CUDA driver from there, everything else from the lock (whose torch needs a driver >= 580).
 # The lock pins torch with `===` (this exact version string): a local CPU-only wheel some machines offer as
 # `2.13.0+cpu` also matches `==2.13.0` and cannot load PyPI's torchvision 0.28.0 (`torchvision::nms does not exist`).
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "make: medvit needs Python >= 3.10, but $(PYTHON) is Python " + sys.version.split()[0] + ": run make PYTHON=python3.11 (or another >= 3.10)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+ifdef TORCH_INDEX
+	$(BIN)/python -m pip install -q torch torchvision --index-url $(TORCH_INDEX)
+	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' $(LOCK) > $(VENV)/lock-without-torch.txt
+	$(BIN)/python -m pip install -q -r $(VENV)/lock-without-torch.txt
+else
 	$(BIN)/python -m pip install -q -r $(LOCK)
+endif
 	$(BIN)/python -m pip install -q --no-deps -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip check
 	touch $@
