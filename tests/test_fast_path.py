@@ -202,7 +202,7 @@ def test_short_finetune_on_the_fast_path_matches_the_slow_path():
         assert result.fast_path is fast
         assert result.train_loss[-1] < result.train_loss[0]
         accuracy[fast] = result.test_metrics["accuracy"]
-    # Both paths learn (chance: 1/3). Measured over seeds 0-4 on 1 and 2 threads: test accuracy 0.62-0.95 on
+    # Both paths learn (chance: 1/3). Measured over seeds 0-4 on 1 and 2 threads: test accuracy 0.60-1.00 on
     # the slow path and 0.70-0.92 on the fast one, their difference up to 0.30 either way (their augmentations
     # draw different random numbers), so the paths are not compared with each other; 0.45 is well inside.
     assert min(accuracy.values()) >= 0.45, accuracy
