@@ -284,9 +284,9 @@ def _dataset_options(options: dict, source: str) -> dict:
 def _dataset_option_hints(dataset: str) -> dict | None:
     """The options ``dataset``'s factory takes besides the split, each with its declared type (``Parameter.empty``
     where none is declared); None if it takes any keyword (``**options``)."""
-    from .data.registry import _FACTORIES  # the registry has no public accessor for a factory's signature
+    from .data.registry import dataset_signature
 
-    parameters = inspect.signature(_FACTORIES[dataset], eval_str=True).parameters
+    parameters = dataset_signature(dataset).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return None
     return {name: p.annotation for name, p in parameters.items()

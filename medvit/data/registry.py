@@ -70,6 +70,12 @@ def dataset_facts(name: str) -> DatasetFacts:
     return _FACTS[name]
 
 
+def dataset_signature(name: str) -> inspect.Signature:
+    """The signature of ``name``'s factory: the options ``create_dataset(name, split, **options)`` accepts."""
+    _check_name(name)
+    return inspect.signature(_FACTORIES[name], eval_str=True)
+
+
 def dataset_description(name: str) -> str:
     return dataset_facts(name).description
 
