@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
+import medvit
 from medvit import page
 from medvit.params import ParamsError
 from medvit.plots.tables import PageTable
@@ -24,8 +25,8 @@ def test_the_header_loads_the_profile_with_overrides_and_prints_one_provenance_l
     assert params.repetitions == 2 and params.results_dir == str(tmp_path)
     lines = capsys.readouterr().out.splitlines()
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    assert lines[0] == (f"This page: medvit {source_revision()}, profile 'smoke', parameters {params.hash}, "
-                        f"device cpu, {today}")
+    assert lines[0] == (f"This page: medvit {medvit.__version__} ({source_revision()}), profile 'smoke', "
+                        f"parameters {params.hash}, device cpu, {today}")
     assert "/" not in lines[0] and socket.gethostname() not in lines[0] and getpass.getuser() not in lines[0]
     assert lines[1] == params.description and lines[-1] == "- one departure"
 
