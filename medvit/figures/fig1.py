@@ -18,6 +18,7 @@ from ..predictions import save_features, save_predictions
 from ..runs import (DATA_SETTINGS, PRETRAIN_DINO, PRETRAIN_SETTINGS, Experiment, Run, checkpoint_path, grid,
                     load_checkpoint, load_splits, pretrained_weights, pretraining_checkpoint, save_checkpoint,
                     with_pretraining)
+from ..stats import convergence
 from ..train import finetune, seed_everything
 from .departures import classification_departures, dino_departures
 
@@ -45,11 +46,13 @@ def _finetune(run: Run, params: Params, device) -> dict:
     if run.repetition < params.checkpoint_repetitions:
         save_checkpoint(model, run, params)
     save_predictions(store_root(params), run.run_id, splits["test"].labels, res.test_scores)
+    val_metric = [epoch[info.target_metric] for epoch in res.val_history]  # the learning curve, per epoch
     return {"metric": info.target_metric, "value": res.test_metrics[info.target_metric],
             "metrics": res.test_metrics, "split": "test", "epochs": params.train.epochs,
             "best_epoch": res.best_epoch, "best_val": res.best_val, "iterations": res.iterations,
             "warmup_iters": res.warmup_iters, "precision": res.precision,
-            "n_params": sum(p.numel() for p in model.parameters()), "train_loss": res.train_loss}
+            "n_params": sum(p.numel() for p in model.parameters()), "train_loss": res.train_loss,
+            "val_metric": val_metric, "converged": convergence(val_metric)}
 
 
 def _knn(run: Run, params: Params, device) -> dict:
@@ -78,10 +81,13 @@ def _knn(run: Run, params: Params, device) -> dict:
 
 def _pretrain_dino(run: Run, params: Params, device) -> dict:
     """In-domain DINO on the run's training split (the images fine-tuning uses; labels unused), from the
-    init's start weights; resumes its own checkpoint, so an interrupted pretraining continues."""
+    init's start weights; resumes its own checkpoint, so an interrupted pretraining continues. The validation
+    split selects the teacher kept (``dino.keep``: the best validation k-NN epoch's by default); the row's
+    ``best_epoch`` and ``best_val`` are the kept epoch and its validation k-NN metric."""
     from ..pretrain import pretrain_dino  # lightly: imported only where DINO runs
 
-    train = load_splits(params, run.dataset)["train"]
+    splits = load_splits(params, run.dataset)
+    train = splits["train"]
     info = train.info
     seed_everything(params.dino.seed)  # the start weights (random init) do not depend on what ran before
     model = create_model(run.model, indomain_start(run.init), num_outputs=0, in_chans=info.channels,
@@ -89,13 +95,14 @@ def _pretrain_dino(run: Run, params: Params, device) -> dict:
     path = pretraining_checkpoint(params, run)
     res = pretrain_dino(model, train, params.dino, device=device, checkpoint=path,
                         amp=params.precision != "fp32",
-                        num_workers=params.num_workers)
+                        num_workers=params.num_workers, val_dataset=splits["val"])
     last = res.history[-1]
     return {"metric": "dino_loss", "value": last["loss"], "metrics": {k: last[k] for k in
                                                                    ("loss", "teacher_entropy", "feature_std")},
             "split": "train", "epochs": params.dino.epochs, "n_train": len(train), "history": res.history,
             "iterations": res.iterations_per_epoch * params.dino.epochs, "local_crop_size": res.local_crop_size,
-            "checkpoint": path.name, "precision": res.precision,
+            "checkpoint": path.name, "precision": res.precision, "kept": params.dino.keep,
+            "best_epoch": res.kept_epoch, "best_val": res.kept_knn_val,
             "n_params": sum(p.numel() for p in model.parameters())}
 
 
