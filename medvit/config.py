@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DINO_KEEP = ("best_knn", "last")  # which teacher an in-domain DINO pretraining keeps (DinoConfig.keep)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,13 @@ class DinoConfig:
     grad_clip: float = 1.0  # authors' grad_clipping: 1.0 (global norm)
     drop_path_rate: float = 0.1  # stochastic depth of a ViT student; authors: 0.1 (transformers only)
     seed: int = 0  # heads' init, crops and batch order (each epoch reseeded: seed + epoch)
+    # Adam steps per batch on the batch's gradients; authors: 2 (their DINO trainer clips and steps a second time
+    # after its if/else; DINO and their own BYOL trainer: 1). 2 by default: the paper's DINO row came from it
+    # (docs/protocol.md §7).
+    steps_per_batch: int = 2
+    # The teacher kept (the `<start>+dino_indomain` init's weights): "best_knn", the epoch with the best
+    # validation k-NN target metric (authors' save_best_model), or "last", the last epoch's.
+    keep: str = "best_knn"
 
     def __post_init__(self):
         positive = ("epochs", "img_size", "out_dim", "hidden_dim", "bottleneck_dim", "lr", "teacher_temp",
@@ -108,6 +116,11 @@ class DinoConfig:
         for name in ("center_momentum", "momentum_start", "momentum_end", "warmup_max_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"DinoConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.steps_per_batch not in (1, 2):
+            raise ValueError(f"DinoConfig.steps_per_batch must be 1 or 2 (2: the authors' second Adam step on the "
+                             f"same gradients), got {self.steps_per_batch!r}")
+        if self.keep not in DINO_KEEP:
+            raise ValueError(f"DinoConfig.keep must be one of {', '.join(DINO_KEEP)}, got {self.keep!r}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

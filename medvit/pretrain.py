@@ -4,18 +4,24 @@
 (``create_model(name, init, num_outputs=0, ...)``) over a dataset's training images, as the authors'
 ``self_supervised/DINO`` stage does before fine-tuning. It is built on ``lightly``: its
 ``DINOProjectionHead``, ``DINOLoss`` (centering, teacher-temperature warm-up), ``update_momentum``, the
-cosine schedules and the ``DINOTransform`` multi-crop. :class:`DinoConfig`'s defaults are the authors'.
+cosine schedules and the ``DINOTransform`` multi-crop. :class:`DinoConfig`'s defaults are the authors',
+two of them unusual (docs/protocol.md §7): two Adam steps per batch on the same gradients
+(``steps_per_batch``), as the authors' trainer takes, and the teacher kept from the epoch with the best
+validation k-NN target metric (``keep="best_knn"``, the authors' ``save_best_model``), which needs the
+dataset's validation split; ``keep="last"`` keeps the last epoch's teacher and runs no k-NN.
 
 The checkpoint (written after every epoch) holds the student, the teacher, both heads, the loss's
-center, the optimiser, the epochs done with their records, and the settings it was made with. A call
-with a checkpoint made with other settings raises :class:`PretrainCheckpointError`; with a finished
-one it trains nothing. ``create_model(name, "<start>+dino_indomain", weights_file=<checkpoint>)`` gives
-the teacher's backbone (the authors keep the teacher, ``DINO_to_classifier``).
+center, the optimiser, the epochs done with their records, the kept teacher backbone with its epoch, and
+the settings it was made with. A call with a checkpoint made with other settings raises
+:class:`PretrainCheckpointError`; with a finished one it trains nothing. ``create_model(name,
+"<start>+dino_indomain", weights_file=<checkpoint>)`` gives the kept teacher's backbone (the authors keep the
+teacher, ``DINO_to_classifier``).
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import random
 import time
@@ -39,12 +45,13 @@ from tqdm.auto import tqdm
 
 from .config import DinoConfig
 from .data.base import ImageDataset
-from .data.transforms import resize_size
+from .data.transforms import create_transform, resize_size
+from .knn import PAPER_K, PAPER_T, knn_evaluate
 from .models.backbones import (INDOMAIN_STARTS, INDOMAIN_SUFFIX, Backbone, ModelError, WeightsUnavailableError,
                                get_spec, indomain_start)
 from .train import Precision, resolve_precision
 
-CHECKPOINT_FORMAT = "medvit.pretrain_dino/1"
+CHECKPOINT_FORMAT = "medvit.pretrain_dino/2"  # /2: the kept teacher (keep) and its epoch
 AUTHORS_IMG_SIZE, AUTHORS_LOCAL_CROP = 224, 96
 
 
@@ -58,7 +65,10 @@ class DinoResult:
     resumed checkpoint included): ``epoch``, ``loss``, ``teacher_entropy`` (nats, at most ln(out_dim)),
     ``feature_std`` (std over the batch of the L2-normalised teacher backbone features, averaged over
     dimensions: 0 when collapsed, 1/sqrt(dim) for isotropic features), ``lr``, ``weight_decay``,
-    ``momentum``, ``teacher_temp`` (at the epoch's last step) and ``seconds``."""
+    ``momentum``, ``teacher_temp`` (at the epoch's last step), ``knn_val`` (the teacher's validation k-NN target
+    metric at the epoch's end; None with ``keep="last"``) and ``seconds``. ``kept_epoch``: the epoch whose
+    teacher the checkpoint and ``model`` hold (the best ``knn_val``, or the last epoch); ``kept_knn_val`` its
+    ``knn_val``."""
 
     config: DinoConfig
     history: list[dict] = field(default_factory=list)
@@ -70,6 +80,8 @@ class DinoResult:
     checkpoint: Path | None = None
     seconds: float = 0.0
     precision: str = "fp32"  # what the steps computed in (dino_precision)
+    kept_epoch: int = 0
+    kept_knn_val: float | None = None
 
 
 def local_crop_size(img_size: int, multiple: int = 1) -> int:
@@ -142,11 +154,15 @@ def _dataset_fingerprint(dataset: ImageDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _settings(model: Backbone, dataset: ImageDataset, config: DinoConfig) -> dict:
-    """Everything a checkpoint must have been made with to be resumed (and what create_model checks)."""
-    return {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.name, "start_init": model.init,
-            "in_chans": _in_chans(model), "dataset": dataset.info.name, "split": dataset.split,
-            "n_images": len(dataset), "dataset_fingerprint": _dataset_fingerprint(dataset)}
+def _settings(model: Backbone, dataset: ImageDataset, config: DinoConfig, val_dataset: ImageDataset | None) -> dict:
+    """Everything a checkpoint must have been made with to be resumed (and what create_model checks); the
+    validation images only where they select the teacher."""
+    settings = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.name,
+                "start_init": model.init, "in_chans": _in_chans(model), "dataset": dataset.info.name,
+                "split": dataset.split, "n_images": len(dataset), "dataset_fingerprint": _dataset_fingerprint(dataset)}
+    if val_dataset is not None:
+        settings.update(val_n_images=len(val_dataset), val_fingerprint=_dataset_fingerprint(val_dataset))
+    return settings
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -168,7 +184,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as err:
         raise PretrainCheckpointError(f"cannot read pretraining checkpoint {path}: {type(err).__name__}: {err}") \
             from None
-    if not isinstance(state, dict) or state.get("settings", {}).get("format") != CHECKPOINT_FORMAT:
+    found = state.get("settings", {}).get("format") if isinstance(state, dict) else None
+    if isinstance(found, str) and found.startswith("medvit.pretrain_dino/") and found != CHECKPOINT_FORMAT:
+        raise PretrainCheckpointError(f"{path} was written by another version of medvit (format {found!r}; this "
+                                      f"one reads {CHECKPOINT_FORMAT!r}): delete it and pretrain again")
+    if found != CHECKPOINT_FORMAT:
         raise PretrainCheckpointError(f"{path} is not a medvit DINO pretraining checkpoint "
                                       f"(no settings.format == {CHECKPOINT_FORMAT!r})")
     return state
@@ -215,25 +235,50 @@ def _teacher_temp(loss_fn: DINOLoss, epoch0: int) -> float:
     return float(loss_fn.teacher_temp)
 
 
+def _better(value: float, best: float) -> bool:
+    """A validation k-NN metric beats the best so far: strictly greater (the first of ties stays); NaN never wins
+    and any number beats a NaN best."""
+    return not math.isnan(value) and (math.isnan(best) or value > best)
+
+
+def validation_knn(teacher: Backbone, bank: ImageDataset, queries: ImageDataset, device: torch.device,
+                   amp: bool, num_workers: int = 0) -> float:
+    """The teacher backbone's k-NN target metric on ``queries`` (the validation split) with ``bank`` (the
+    training images) as the bank, both through the eval transform: medvit's k-NN (docs/protocol.md §6) with the
+    authors' k = 200 and T = 0.1, the metric their DINO trainer selects its teacher by. Features in fine-tuning's
+    precision with ``amp`` (:func:`medvit.knn.extract_features`), else fp32. A copy of the teacher is evaluated:
+    the one training stays as it is (train mode, memory format)."""
+    frozen = copy.deepcopy(teacher)
+    out = knn_evaluate(frozen, bank, queries, k=PAPER_K, temperature=PAPER_T, device=device,
+                       amp=None if amp else False, num_workers=num_workers, progress=False)
+    return float(out["metrics"][queries.info.target_metric])
+
+
 def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = DinoConfig(),
                   device: str | torch.device = "cpu", checkpoint: str | os.PathLike | None = None,
-                  progress: bool = True, amp: bool = False, num_workers: int = 0) -> DinoResult:
+                  progress: bool = True, amp: bool = False, num_workers: int = 0,
+                  val_dataset: ImageDataset | None = None) -> DinoResult:
     """DINO self-supervised pretraining of ``model`` on ``dataset``'s images (labels unused).
 
     ``model``: a backbone without a head, ``create_model(name, "random" | "imagenet", num_outputs=0,
     in_chans=<the dataset's channels>, img_size=config.img_size)``. ``dataset``: raw uint8 images (its
-    transform is replaced by the multi-crop). ``checkpoint``: written after every epoch; if it exists, it
+    transform is replaced by the multi-crop). ``val_dataset``: the same dataset's validation split (raw uint8
+    images), needed with ``config.keep == "best_knn"``: after every epoch the teacher's k-NN target metric on it
+    (:func:`validation_knn`, ``dataset`` as the bank) is recorded as ``knn_val`` and the best epoch's teacher is
+    kept; with ``keep="last"`` it is not read. ``checkpoint``: written after every epoch; if it exists, it
     is resumed at the epoch after its last (a finished one trains nothing), and one made with other
-    settings (config, model, start init, channels, dataset) raises :class:`PretrainCheckpointError`.
-    ``amp``: mixed precision by fine-tuning's rule (:func:`dino_precision`). On return ``model`` holds the
-    teacher's backbone, the weights that ``create_model(name, "<start>+dino_indomain", weights_file=checkpoint)``
-    loads.
+    settings (config, model, start init, channels, dataset, validation images) raises
+    :class:`PretrainCheckpointError`. ``amp``: mixed precision by fine-tuning's rule (:func:`dino_precision`).
+    On return ``model`` holds the kept teacher's backbone, the weights that ``create_model(name,
+    "<start>+dino_indomain", weights_file=checkpoint)`` loads.
     """
     start_time = time.perf_counter()
     device = torch.device(device)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    _check_inputs(model, dataset, config)
-    settings = _settings(model, dataset, config)
+    if config.keep == "last":
+        val_dataset = None  # not read: it must not make a checkpoint unresumable either
+    _check_inputs(model, dataset, config, val_dataset)
+    settings = _settings(model, dataset, config, val_dataset)
     resume = _resume_state(checkpoint, settings)
     multiple = model.patch_size if model.has_attention else 1
     local_size = local_crop_size(config.img_size, multiple)
@@ -269,6 +314,13 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
         if precision.scaler and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         history, first_epoch = list(resume["history"]), resume["epoch"] + 1
+        kept_state, kept_epoch = resume["kept_backbone"], resume["kept_epoch"]
+        kept_knn_val = resume["kept_knn_val"]
+    else:
+        kept_state, kept_epoch, kept_knn_val = None, 0, None
+    if val_dataset is not None:
+        eval_tf = create_transform(dataset.info, config.img_size, train=False)
+        knn_bank, knn_queries = dataset.with_transform(eval_tf), val_dataset.with_transform(eval_tf)
 
     views = dataset.with_transform(MultiCropTransform(dataset.info.mean, dataset.info.std, config, local_size))
     iters = len(dataset) // config.batch_size
@@ -325,17 +377,31 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # clip the true gradients
-            torch.nn.utils.clip_grad_norm_([*student.parameters(), *student_head.parameters()], config.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_([*student.parameters(), *student_head.parameters()],
+                                                       config.grad_clip)
             student_head.cancel_last_layer_gradients(epoch - 1)
             scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
             scaler.update()
+            if config.steps_per_batch == 2 and (not precision.scaler or torch.isfinite(grad_norm)):
+                # The authors' trainer clips and steps Adam once more on the same (unscaled) gradients.
+                torch.nn.utils.clip_grad_norm_([*student.parameters(), *student_head.parameters()],
+                                               config.grad_clip)
+                optimizer.step()
             update_momentum(student, teacher, m=momentum)
             update_momentum(student_head, teacher_head, m=momentum)
             sums += torch.stack([loss.detach(), entropy, feature_std])
 
         means = (sums / iters).tolist()
+        knn_val = None
+        if val_dataset is not None:
+            knn_val = validation_knn(teacher, knn_bank, knn_queries, device, amp, num_workers)
+        if config.keep == "last":  # the live teacher: saved once beside teacher_backbone (shared storage)
+            kept_state, kept_epoch = teacher.net.state_dict(), epoch
+        elif kept_epoch == 0 or _better(knn_val, kept_knn_val):
+            kept_state = {k: v.detach().to("cpu", copy=True) for k, v in teacher.net.state_dict().items()}
+            kept_epoch, kept_knn_val = epoch, knn_val
         record = {"epoch": epoch, "loss": means[0], "teacher_entropy": means[1], "feature_std": means[2],
-                  "lr": lr, "weight_decay": wd, "momentum": momentum, "teacher_temp": temp,
+                  "lr": lr, "weight_decay": wd, "momentum": momentum, "teacher_temp": temp, "knn_val": knn_val,
                   "seconds": time.perf_counter() - epoch_start}
         history.append(record)
         result.epochs_run += 1
@@ -346,14 +412,17 @@ def pretrain_dino(model: Backbone, dataset: ImageDataset, config: DinoConfig = D
                                "teacher_backbone": teacher.net.state_dict(),
                                "student_head": student_head.state_dict(), "teacher_head": teacher_head.state_dict(),
                                "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scaler": scaler.state_dict()})
+                               "scaler": scaler.state_dict(), "kept_backbone": kept_state, "kept_epoch": kept_epoch,
+                               "kept_knn_val": kept_knn_val})
     epochs_bar.close()
-    model.net.load_state_dict({k: v.to("cpu") for k, v in teacher.net.state_dict().items()})
+    model.net.load_state_dict(kept_state)
+    result.kept_epoch, result.kept_knn_val = kept_epoch, kept_knn_val
     result.seconds = time.perf_counter() - start_time
     return result
 
 
-def _check_inputs(model: Backbone, dataset: ImageDataset, config: DinoConfig) -> None:
+def _check_inputs(model: Backbone, dataset: ImageDataset, config: DinoConfig,
+                  val_dataset: ImageDataset | None) -> None:
     if not isinstance(model, Backbone):
         raise ModelError(f"pretrain_dino takes a medvit Backbone (create_model(...)), got {type(model).__name__}")
     if model.init not in INDOMAIN_STARTS:
@@ -371,6 +440,14 @@ def _check_inputs(model: Backbone, dataset: ImageDataset, config: DinoConfig) ->
     if len(dataset) < config.batch_size:
         raise ValueError(f"pretrain_dino: dataset {dataset.info.name!r} ({dataset.split}) has {len(dataset)} images, "
                          f"fewer than DinoConfig.batch_size={config.batch_size} (the last partial batch is dropped)")
+    if config.keep == "best_knn":
+        if val_dataset is None:
+            raise ValueError("pretrain_dino: DinoConfig.keep='best_knn' keeps the teacher of the epoch with the best "
+                             "validation k-NN metric; pass val_dataset=<the dataset's validation split>, or set "
+                             "keep='last'")
+        if val_dataset.info.name != dataset.info.name or len(val_dataset) == 0:
+            raise ValueError(f"pretrain_dino: val_dataset must be a non-empty split of {dataset.info.name!r}, got "
+                             f"{len(val_dataset)} images of {val_dataset.info.name!r} ({val_dataset.split})")
 
 
 def load_backbone_state(path: str | os.PathLike, name: str, init: str, in_chans: int) -> dict:
@@ -394,8 +471,9 @@ def load_backbone_state(path: str | os.PathLike, name: str, init: str, in_chans:
     if state["epoch"] < epochs:
         raise WeightsUnavailableError(f"pretraining checkpoint {path} stopped at epoch {state['epoch']} of {epochs}; "
                                       f"finish it with pretrain_dino(..., checkpoint={str(path)!r})")
-    return state["teacher_backbone"]
+    return state["kept_backbone"]
 
 
 __all__ = ["DinoConfig", "DinoResult", "MultiCropTransform", "PretrainCheckpointError", "dino_checkpoint_path",
-           "dino_precision", "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint"]
+           "dino_precision", "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint",
+           "validation_knn"]

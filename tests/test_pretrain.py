@@ -1,6 +1,7 @@
 """In-domain DINO pretraining (medvit.pretrain): the loss falls without collapse, the checkpoint loads through
 create_model's new inits, a run resumes at the next epoch exactly where it stopped, a finished one is not
-redone, and a checkpoint made with other settings is never reused."""
+redone, a checkpoint made with other settings is never reused, the teacher kept is the best validation k-NN
+epoch's (across a resume) or the last one's, and a batch takes the configured number of Adam steps."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +28,10 @@ def shapes(n: int = 16, channels: int = 3):
     return medvit.create_dataset("synthetic_shapes", "train", size=IMG, n_train=n, channels=channels)
 
 
+def val(n: int = 16, channels: int = 3):
+    return medvit.create_dataset("synthetic_shapes", "val", size=IMG, n_val=n, channels=channels)
+
+
 def backbone(name: str = "deit_tiny", channels: int = 3):
     torch.manual_seed(0)
     return create_model(name, "random", num_outputs=0, in_chans=channels, img_size=IMG)
@@ -37,7 +42,7 @@ def finished(tmp_path_factory):
     """One uninterrupted pretraining of DeiT-Tiny: (result, checkpoint path, the model after it)."""
     path = tmp_path_factory.mktemp("dino") / "deit_tiny.pt"
     model = backbone()
-    result = pretrain_dino(model, shapes(), SMALL, checkpoint=path, progress=False)
+    result = pretrain_dino(model, shapes(), SMALL, checkpoint=path, progress=False, val_dataset=val())
     return result, path, model
 
 
@@ -54,13 +59,17 @@ def test_loss_falls_and_features_do_not_collapse(finished):
     assert all(h["feature_std"] > floor for h in result.history), [h["feature_std"] for h in result.history]
     # The teacher's targets stay neither uniform (ln K) nor one-hot (0).
     assert all(0.05 < h["teacher_entropy"] < 0.9 * math.log(SMALL.out_dim) for h in result.history)
+    # keep="best_knn": every epoch has its validation k-NN kappa, and the kept epoch is the first best one
+    knn = [h["knn_val"] for h in result.history]
+    assert all(-1 <= v <= 1 for v in knn), knn
+    assert result.kept_epoch == 1 + knn.index(max(knn)) and result.kept_knn_val == max(knn)
 
 
 def test_checkpoint_loads_through_create_model_with_the_new_init(finished):
     _, path, model = finished
     loaded = create_model("deit_tiny", "random+dino_indomain", num_outputs=0, in_chans=3, img_size=IMG,
                           weights_file=path)
-    saved = torch.load(path, weights_only=True)["teacher_backbone"]
+    saved = torch.load(path, weights_only=True)["kept_backbone"]
     assert all(torch.equal(v, saved[k]) for k, v in loaded.net.state_dict().items())
     assert all(torch.equal(v, saved[k]) for k, v in model.net.state_dict().items())  # pretrain_dino's model too
     with_head = create_model("deit_tiny", "random+dino_indomain", num_outputs=5, in_chans=3, img_size=IMG,
@@ -108,13 +117,13 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(fin
 
     monkeypatch.setattr(medvit.pretrain, "_save", save_then_stop)
     with pytest.raises(Interrupted):
-        pretrain_dino(backbone(), shapes(), SMALL, checkpoint=path, progress=False)
+        pretrain_dino(backbone(), shapes(), SMALL, checkpoint=path, progress=False, val_dataset=val())
     monkeypatch.setattr(medvit.pretrain, "_save", save)
     with pytest.raises(WeightsUnavailableError, match="stopped at epoch 1 of 4"):
         create_model("deit_tiny", "random+dino_indomain", in_chans=3, img_size=IMG, weights_file=path)
 
     model = backbone()
-    result = pretrain_dino(model, shapes(), SMALL, checkpoint=path, progress=False)
+    result = pretrain_dino(model, shapes(), SMALL, checkpoint=path, progress=False, val_dataset=val())
     assert (result.start_epoch, result.epochs_run) == (2, 3)
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     # Each epoch is seeded (crops, order, drop-path) and the optimiser, center and teacher are restored, so
@@ -128,7 +137,7 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(fin
 def test_finished_checkpoint_is_not_redone(finished):
     reference, path, reference_model = finished
     model = backbone()
-    result = pretrain_dino(model, shapes(), SMALL, checkpoint=path, progress=False)
+    result = pretrain_dino(model, shapes(), SMALL, checkpoint=path, progress=False, val_dataset=val())
     assert result.epochs_run == 0 and result.start_epoch == SMALL.epochs + 1
     assert result.history == reference.history
     assert all(torch.equal(v, reference_model.net.state_dict()[k]) for k, v in model.net.state_dict().items())
@@ -140,11 +149,13 @@ def test_checkpoint_with_other_settings_is_never_reused(finished):
     other = dataclasses.replace(SMALL, lr=2e-3)
     with pytest.raises(PretrainCheckpointError,
                        match=r"other settings.*config\.lr: checkpoint 0\.001, this call 0\.002"):
-        pretrain_dino(backbone(), shapes(), other, checkpoint=path, progress=False)
+        pretrain_dino(backbone(), shapes(), other, checkpoint=path, progress=False, val_dataset=val())
     with pytest.raises(PretrainCheckpointError, match="n_images: checkpoint 16, this call 24"):
-        pretrain_dino(backbone(), shapes(24), SMALL, checkpoint=path, progress=False)
+        pretrain_dino(backbone(), shapes(24), SMALL, checkpoint=path, progress=False, val_dataset=val())
     with pytest.raises(PretrainCheckpointError, match="model: checkpoint 'deit_tiny', this call 'resnet18'"):
-        pretrain_dino(backbone("resnet18"), shapes(), SMALL, checkpoint=path, progress=False)
+        pretrain_dino(backbone("resnet18"), shapes(), SMALL, checkpoint=path, progress=False, val_dataset=val())
+    with pytest.raises(PretrainCheckpointError, match="val_n_images: checkpoint 16, this call 8"):
+        pretrain_dino(backbone(), shapes(), SMALL, checkpoint=path, progress=False, val_dataset=val(8))
     assert path.read_bytes() == before
     assert dino_checkpoint_path("d", "retinamnist", "deit_small", "random", other) != \
         dino_checkpoint_path("d", "retinamnist", "deit_small", "random", SMALL)
@@ -154,7 +165,7 @@ def test_resnet_on_grayscale_pretrains_and_loads(tmp_path):
     path = tmp_path / "resnet18.pt"
     config = dataclasses.replace(SMALL, epochs=1)
     result = pretrain_dino(backbone("resnet18", channels=1), shapes(8, channels=1), config, checkpoint=path,
-                           progress=False)
+                           progress=False, val_dataset=val(8, channels=1))
     assert result.local_crop_size == 14 and result.iterations_per_epoch == 1
     assert math.isfinite(result.history[0]["loss"]) and result.history[0]["feature_std"] > 0
     model = create_model("resnet18", "random+dino_indomain", num_outputs=2, in_chans=1, weights_file=path)
@@ -183,6 +194,12 @@ def test_bad_inputs_are_one_clear_error():
         pretrain_dino(create_model("deit_tiny", img_size=64), shapes(), SMALL, progress=False)
     with pytest.raises(ValueError, match="fewer than DinoConfig.batch_size=8"):
         pretrain_dino(backbone(), shapes(4), SMALL, progress=False)
+    with pytest.raises(ValueError, match="keep='best_knn'.*pass val_dataset=.*or set keep='last'"):
+        pretrain_dino(backbone(), shapes(), SMALL, progress=False)
+    with pytest.raises(ValueError, match="DinoConfig.steps_per_batch must be 1 or 2"):
+        DinoConfig(steps_per_batch=3)
+    with pytest.raises(ValueError, match="DinoConfig.keep must be one of best_knn, last, got 'best'"):
+        DinoConfig(keep="best")
 
 
 def test_fp16_with_a_gradient_scaler_trains_and_keeps_the_scaler_in_the_checkpoint(tmp_path, monkeypatch):
@@ -193,6 +210,80 @@ def test_fp16_with_a_gradient_scaler_trains_and_keeps_the_scaler_in_the_checkpoi
     monkeypatch.setattr(medvit.pretrain, "dino_precision", lambda amp, device: resolve_precision("fp16", device))
     path = tmp_path / "fp16.pt"
     result = pretrain_dino(backbone(), shapes(n=8), dataclasses.replace(SMALL, epochs=1), checkpoint=path,
-                           progress=False, amp=True)
+                           progress=False, amp=True, val_dataset=val(8))
     assert result.precision == "fp16" and math.isfinite(result.history[0]["loss"])
     assert torch.load(path, weights_only=True)["scaler"]["scale"] > 0
+
+
+def test_the_best_validation_epochs_teacher_is_kept_and_survives_a_resume(tmp_path, monkeypatch):
+    """Validation k-NN values scripted per epoch (0.5, 0.7, 0.6): epoch 2's teacher is kept, also when the run
+    stops after epoch 2 and resumes for epoch 3."""
+    config = dataclasses.replace(SMALL, epochs=3)
+    scripted, teachers = iter([0.5, 0.7, 0.6]), []
+
+    def fake_knn(teacher, bank, queries, device, amp, num_workers=0):
+        teachers.append({k: v.clone() for k, v in teacher.net.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(medvit.pretrain, "validation_knn", fake_knn)
+    path, save = tmp_path / "best.pt", medvit.pretrain._save
+
+    def save_then_stop_at_epoch_2(p, state):
+        save(p, state)
+        if state["epoch"] == 2:
+            raise Interrupted
+
+    monkeypatch.setattr(medvit.pretrain, "_save", save_then_stop_at_epoch_2)
+    with pytest.raises(Interrupted):
+        pretrain_dino(backbone(), shapes(), config, checkpoint=path, progress=False, val_dataset=val())
+    model = backbone()
+    result = pretrain_dino(model, shapes(), config, checkpoint=path, progress=False, val_dataset=val())
+    assert result.start_epoch == 3 and [h["knn_val"] for h in result.history] == [0.5, 0.7, 0.6]
+    assert (result.kept_epoch, result.kept_knn_val) == (2, 0.7)
+    state = torch.load(path, weights_only=True)
+    assert state["kept_epoch"] == 2
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, teachers[1][k]) and torch.equal(state["kept_backbone"][k], teachers[1][k])
+    assert any(not torch.equal(v, state["teacher_backbone"][k]) for k, v in model.net.state_dict().items())
+    loaded = create_model("deit_tiny", "random+dino_indomain", num_outputs=0, in_chans=3, img_size=IMG,
+                          weights_file=path)
+    assert all(torch.equal(v, teachers[1][k]) for k, v in loaded.net.state_dict().items())
+
+
+def test_a_nan_validation_metric_never_wins():
+    assert medvit.pretrain._better(0.1, float("nan")) and not medvit.pretrain._better(float("nan"), 0.1)
+    assert not medvit.pretrain._better(0.5, 0.5) and medvit.pretrain._better(0.6, 0.5)
+
+
+def test_keep_last_keeps_the_last_teacher_without_validation(tmp_path, monkeypatch):
+    def no_knn(*args, **kwargs):
+        raise AssertionError("keep='last' runs no validation k-NN")
+
+    monkeypatch.setattr(medvit.pretrain, "validation_knn", no_knn)
+    path = tmp_path / "last.pt"
+    config = dataclasses.replace(SMALL, epochs=2, keep="last")
+    model = backbone()
+    result = pretrain_dino(model, shapes(), config, checkpoint=path, progress=False)
+    state = torch.load(path, weights_only=True)
+    assert result.kept_epoch == state["kept_epoch"] == 2 and [h["knn_val"] for h in result.history] == [None, None]
+    assert all(torch.equal(v, state["teacher_backbone"][k]) for k, v in state["kept_backbone"].items())
+    assert all(torch.equal(v, state["teacher_backbone"][k]) for k, v in model.net.state_dict().items())
+
+
+@pytest.mark.parametrize("steps_per_batch", [1, 2])
+def test_each_batch_takes_steps_per_batch_adam_steps(tmp_path, steps_per_batch):
+    """The authors' trainer steps Adam twice per batch (steps_per_batch 2, the default); 1 is DINO's one step.
+    Adam counts its steps: 16 images at batch 8 are 2 batches."""
+    assert DinoConfig().steps_per_batch == 2
+    path = tmp_path / "steps.pt"
+    config = dataclasses.replace(SMALL, epochs=1, keep="last", steps_per_batch=steps_per_batch)
+    pretrain_dino(backbone(), shapes(16), config, checkpoint=path, progress=False)
+    adam = torch.load(path, weights_only=True)["optimizer"]["state"]
+    assert {float(s["step"]) for s in adam.values()} == {2.0 * steps_per_batch}
+
+
+def test_a_checkpoint_of_another_format_version_says_so(tmp_path):
+    old = tmp_path / "old.pt"
+    torch.save({"settings": {"format": "medvit.pretrain_dino/1"}}, old)
+    with pytest.raises(PretrainCheckpointError, match="another version of medvit.*delete it and pretrain again"):
+        medvit.pretrain.read_checkpoint(old)
