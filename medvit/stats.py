@@ -7,8 +7,12 @@ Fig 1; ResNet18 − DeiT-T, ResNet50 − DeiT-S, ResNet152 − DeiT-B in Fig 3),
     gap = mean over the CNN's repetitions of its test metric − mean over the ViT's repetitions of its test metric
 
 with a 95% bootstrap confidence interval (:func:`paired_gap`) and gives each claim a verdict
-(:func:`verdict`): *supported*, *contradicted* or *inconclusive at this budget*. Nothing is typed:
-the runs come from the results store and the per-image test predictions from ``medvit.predictions``.
+(:func:`verdict`): *supported*, *contradicted* or *inconclusive at this budget*. A verdict needs two
+models that learned: each model's metric minus the trivial predictor's on the same test images
+(:func:`above_chance`, the same bootstrap) must have an interval above 0, or the verdict is *not trained
+enough at this budget: <model> at chance* (:func:`chance_verdict`). :func:`convergence` says from a
+fine-tuning run's per-epoch validation metric whether it had stopped improving. Nothing is typed: the runs
+come from the results store and the per-image test predictions from ``medvit.predictions``.
 """
 from __future__ import annotations
 
@@ -27,12 +31,18 @@ MARGIN = 0.02  # |gap| within which two models are "on par" (docs/protocol.md §
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive at this budget"
+AT_CHANCE = "not trained enough at this budget"  # the start of the verdict when a model did not learn
 CLAIM_SCRATCH = "from scratch, the CNN is ahead"
 CLAIM_PRETRAINED = "pretrained, they are on par"
 FIG1_PAIRS = (("resnet50", "deit_small"),)
 FIG3_PAIRS = (("resnet18", "deit_tiny"), ("resnet50", "deit_small"), ("resnet152", "deit_base"))
 COLUMNS = ["experiment", "dataset", "init", "cnn", "vit", "metric", "gap", "ci_low", "ci_high", "n_images",
-           "n_cnn", "n_vit", "claim", "verdict", "reason"]
+           "n_cnn", "n_vit", "cnn_above_chance", "cnn_above_chance_low", "cnn_above_chance_high",
+           "vit_above_chance", "vit_above_chance_low", "vit_above_chance_high", "claim", "verdict", "reason"]
+CONVERGED, STILL_RISING = "converged", "still rising"
+TOO_FEW_EPOCHS, CONVERGENCE_UNKNOWN = "too few epochs to tell", "unknown"
+CONVERGENCE_TAIL = 0.2  # the last fifth of the epochs
+MIN_EPOCHS_TO_TELL = 3
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,67 @@ def paired_gap(task: str, metric: str, labels, cnn_scores: Sequence, vit_scores:
     return Gap(estimate, float(ci.low), float(ci.high), n, len(cnn), len(vit))
 
 
+def trivial_scores(task: str, labels, like) -> np.ndarray:
+    """The scores of the trivial predictor on these test images, shaped as a model's scores ``like``.
+
+    Multiclass: every image gets the majority class of the test labels (one-hot); any constant class gives
+    quadratic κ 0 and AUC 0.5, and the majority class gives the highest accuracy a constant predictor can
+    reach on these images (the stored predictions hold the test labels only, so the majority is theirs: a bar
+    at least as high as the training labels' majority). Binary and multilabel: the constant score 0.5 (AUC 0.5).
+    """
+    like = np.asarray(like)
+    if task == "multiclass":
+        y = np.asarray(labels).reshape(-1).astype(np.int64)
+        majority = np.bincount(y, minlength=like.shape[1]).argmax()
+        return np.tile(np.eye(like.shape[1])[majority], (len(y), 1))
+    return np.full(like.shape, 0.5)
+
+
+def above_chance(task: str, metric: str, labels, scores: Sequence, n_resamples: int = N_RESAMPLES,
+                 confidence: float = CONFIDENCE, seed: int = 0) -> Gap:
+    """A model's ``metric`` (mean over its repetitions' ``scores``) minus the trivial predictor's
+    (:func:`trivial_scores`) on the same test images, with the interval of :func:`paired_gap`: the test
+    images resampled (paired: the trivial predictor is scored on the same resample) and the repetitions
+    resampled. The model learned something at this budget only when the interval lies above 0."""
+    scores = [np.asarray(s, dtype=np.float64) for s in scores]
+    if not scores:
+        raise ValueError("above_chance needs at least one repetition's scores, got none")
+    trivial = trivial_scores(task, labels, scores[0])
+    return paired_gap(task, metric, labels, scores, [trivial], n_resamples=n_resamples, confidence=confidence,
+                      seed=seed)
+
+
+def chance_verdict(models: Sequence[str]) -> str:
+    """The verdict when ``models`` (one or both of a pair) are not shown to be above chance: a budget artefact,
+    not evidence about the architectures."""
+    return f"{AT_CHANCE}: {' and '.join(models)} at chance"
+
+
+def convergence(val_metric, tolerance: float = MARGIN, tail: float = CONVERGENCE_TAIL) -> str:
+    """Whether a fine-tuning run had stopped improving, from its validation target metric per epoch.
+
+    Rule: *converged* when the best validation metric of the last ``tail`` (20%) of the epochs, at least
+    one epoch, exceeds the best of the epochs before by no more than ``tolerance``; otherwise *still
+    rising*. Why this rule: the reported model is the best-validation checkpoint (``medvit.train.fit``), so
+    what matters is whether more epochs could still raise that best. If the last fifth of the budget raised it
+    by more than the margin within which the verdicts call two models on par (``MARGIN``), the run had not
+    reached its plateau and more training could move its test metric by as much as a verdict's margin. The
+    validation metric, not the training loss: a model that memorises a few hundred images keeps lowering its
+    loss long after the metric it is selected on has stopped. With fewer than 3 epochs the epochs before the
+    tail are too few to compare with: *too few epochs to tell*. No per-epoch record (a row made before they
+    were stored) or a non-finite value: *unknown*.
+    """
+    if not isinstance(val_metric, (list, tuple, np.ndarray)) or len(val_metric) == 0:
+        return CONVERGENCE_UNKNOWN
+    values = np.asarray(val_metric, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return CONVERGENCE_UNKNOWN
+    if len(values) < MIN_EPOCHS_TO_TELL:
+        return TOO_FEW_EPOCHS
+    last = max(1, math.ceil(tail * len(values)))
+    return CONVERGED if values[-last:].max() - values[:-last].max() <= tolerance else STILL_RISING
+
+
 def claim_for(init: str) -> str:
     """The paper's claim about a CNN − ViT pair with this init."""
     return CLAIM_SCRATCH if init == "random" else CLAIM_PRETRAINED
@@ -193,7 +264,9 @@ def task_of(metrics: dict) -> str:
 def gap_table(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MARGIN,
               n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0) -> pd.DataFrame:
     """One line per evaluation × dataset × init × (CNN, ViT) pair that ``rows`` hold: the gap CNN − ViT,
-    its interval (:func:`paired_gap`), the claim and its :func:`verdict`.
+    its interval (:func:`paired_gap`), each model's metric above the trivial predictor's with its interval
+    (:func:`above_chance`), the claim and its verdict: :func:`verdict` when both models' intervals lie above
+    0, :func:`chance_verdict` naming those whose interval does not.
 
     ``rows``: result rows (the store's newest per run); ``root``: the results store's root, where the runs'
     predictions are (``<root>/predictions``). A pair whose runs are not all ``ok`` or lack stored
@@ -209,7 +282,10 @@ def gap_table(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MARGIN
                 continue
             line = {"experiment": experiment, "dataset": dataset, "init": init, "cnn": cnn, "vit": vit,
                     "metric": next((m for m in g["metric"] if m), ""), "gap": np.nan, "ci_low": np.nan,
-                    "ci_high": np.nan, "n_images": 0, "n_cnn": 0, "n_vit": 0, "claim": claim_for(init),
+                    "ci_high": np.nan, "n_images": 0, "n_cnn": 0, "n_vit": 0,
+                    **{f"{side}_above_chance{end}": np.nan for side in ("cnn", "vit")
+                       for end in ("", "_low", "_high")},
+                    "claim": claim_for(init),
                     "verdict": "", "reason": ""}
             loaded, notes = {}, []
             for model, s in sides.items():
@@ -231,11 +307,22 @@ def gap_table(rows: pd.DataFrame, root, pairs=FIG1_PAIRS, margin: float = MARGIN
                     if not np.array_equal(pred.labels, first[1].labels):
                         raise ValueError(f"{run_id} and {first[0]} were scored on different test labels: "
                                          f"they cannot be paired")
-                gap = paired_gap(task_of(first[2]), line["metric"], first[1].labels,
-                                 [p.scores for _, p, _ in loaded[cnn]], [p.scores for _, p, _ in loaded[vit]],
+                task, labels = task_of(first[2]), first[1].labels
+                scores = {m: [p.scores for _, p, _ in loaded[m]] for m in (cnn, vit)}
+                gap = paired_gap(task, line["metric"], labels, scores[cnn], scores[vit],
                                  n_resamples=n_resamples, confidence=confidence, seed=seed)
                 line.update(gap=gap.gap, ci_low=gap.low, ci_high=gap.high, n_images=gap.n_images,
                             n_cnn=gap.n_cnn, n_vit=gap.n_vit, verdict=verdict(init, gap.low, gap.high, margin))
+                at_chance = []
+                for side, model in (("cnn", cnn), ("vit", vit)):
+                    learned = above_chance(task, line["metric"], labels, scores[model], n_resamples=n_resamples,
+                                           confidence=confidence, seed=seed)
+                    line.update({f"{side}_above_chance": learned.gap, f"{side}_above_chance_low": learned.low,
+                                 f"{side}_above_chance_high": learned.high})
+                    if not learned.low > 0:  # a NaN interval does not show learning either
+                        at_chance.append(model)
+                if at_chance:
+                    line["verdict"] = chance_verdict(at_chance)
             line["reason"] = "; ".join(notes)
             out.append(line)
     return pd.DataFrame(out, columns=COLUMNS)

@@ -9,8 +9,9 @@ import pytest
 from medvit import compute_metrics
 from medvit.predictions import save_predictions
 from medvit.results import ResultsStore
-from medvit.stats import (CLAIM_PRETRAINED, CLAIM_SCRATCH, CONTRADICTED, INCONCLUSIVE, SUPPORTED, gap_table,
-                          paired_gap, task_of, verdict, weighted_metric)
+from medvit.stats import (CLAIM_PRETRAINED, CLAIM_SCRATCH, CONTRADICTED, CONVERGED, CONVERGENCE_UNKNOWN,
+                          INCONCLUSIVE, STILL_RISING, SUPPORTED, TOO_FEW_EPOCHS, above_chance, convergence, gap_table,
+                          paired_gap, task_of, trivial_scores, verdict, weighted_metric)
 
 
 @pytest.fixture
@@ -184,3 +185,37 @@ def test_task_of_reads_the_metrics_compute_metrics_gave():
     assert task_of(compute_metrics("multiclass", [0, 1, 2], np.eye(3))) == "multiclass"
     assert task_of(compute_metrics("binary", [0, 1], [0.2, 0.9])) == "binary"
     assert task_of(compute_metrics("multilabel", np.eye(2, dtype=int), np.eye(2))) == "multilabel"
+
+
+@pytest.mark.parametrize("task, metric, chance", [("multiclass", "quadratic_kappa", 0.0),
+                                                  ("multiclass", "macro_recall", 0.2),
+                                                  ("binary", "roc_auc", 0.5), ("multilabel", "roc_auc", 0.5)])
+def test_the_trivial_predictor_scores_chance(rng, task, metric, chance):
+    labels = {"multiclass": rng.integers(0, 5, 200), "binary": rng.integers(0, 2, (200, 1)),
+              "multilabel": rng.integers(0, 2, (200, 3))}[task]
+    like = np.zeros((200, 5)) if task == "multiclass" else np.zeros(labels.shape)
+    trivial = trivial_scores(task, labels, like)
+    assert trivial.shape == like.shape
+    assert compute_metrics(task, labels, trivial)[metric] == pytest.approx(chance)
+
+
+def test_a_model_that_learned_is_above_chance_and_one_that_did_not_is_not(rng):
+    labels = rng.integers(0, 5, 300)
+    learned = above_chance("multiclass", "quadratic_kappa", labels,
+                           [softmax_model(rng, labels, 5, 2.0) for _ in range(3)], n_resamples=300)
+    assert learned.low > 0.2
+    majority = np.eye(5)[np.full(300, np.bincount(labels).argmax())]
+    at_chance = above_chance("multiclass", "quadratic_kappa", labels, [majority] * 3, n_resamples=300)
+    assert (at_chance.gap, at_chance.low, at_chance.high) == (0.0, 0.0, 0.0)  # exactly the trivial predictor
+
+
+@pytest.mark.parametrize("history, state", [
+    ([0.1, 0.3, 0.5, 0.6, 0.61, 0.62, 0.62, 0.615, 0.62, 0.625], CONVERGED),  # the last 2 epochs add 0.005
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], STILL_RISING),  # the best of the tail: +0.15
+    ([0.5, 0.7, 0.6], CONVERGED),  # 3 epochs: the last is the tail, and it fell
+    ([0.5, 0.6, 0.7], STILL_RISING),
+    ([0.4, 0.6], TOO_FEW_EPOCHS), ([0.4], TOO_FEW_EPOCHS),
+    ([], CONVERGENCE_UNKNOWN), (None, CONVERGENCE_UNKNOWN), (float("nan"), CONVERGENCE_UNKNOWN),
+    ([0.5, float("nan"), 0.6, 0.7], CONVERGENCE_UNKNOWN)])
+def test_the_convergence_rule_on_constructed_histories(history, state):
+    assert convergence(history) == state

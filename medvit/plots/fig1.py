@@ -6,7 +6,8 @@ hollow where the paper's init is not ours (its "DINO" is ImageNet weights then i
 the off-the-shelf DINO checkpoint: docs/protocol.md §13), with the caveat under the figure and beside
 the number in the table. ``fig1_verdicts`` gives the gap ResNet50 − DeiT-S with its interval and the
 claims' verdicts (``medvit.stats``); ``knn_sensitivity_table`` the k-NN metric over k and T from the
-runs' stored features.
+runs' stored features; ``learning_curves_figure`` the fine-tuning runs' training loss and validation metric per
+epoch (Fig 3's page draws it too).
 """
 from __future__ import annotations
 
@@ -171,6 +172,66 @@ def fig1_figure(rows: pd.DataFrame, models=("resnet50", "deit_small"), inits=("r
     if caveat:
         fig.text(0.01, 0.005, caveat.strip(), fontsize=8, ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.5 / fig.get_figheight() if caveat else 0, 0.82, 1))  # caveat: half an inch
+    return fig
+
+
+def learning_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """The fine-tuning runs' per-epoch records in long form: one line per dataset × model × init × epoch with
+    the median over the ``ok`` repetitions of the training loss and of the validation target metric (NaN
+    where the rows lack it: rows made before ``val_metric`` was stored have the loss only)."""
+    columns = ["dataset", "model", "init", "metric", "epoch", "train_loss", "val_metric", "runs"]
+    if rows.empty or "experiment" not in rows:
+        return pd.DataFrame(columns=columns)
+    runs = rows[(rows["experiment"] == "finetune") & (rows["status"] == "ok")]
+    epochs = []
+    for r in runs.to_dict("records"):
+        loss, val = (r.get(k) if isinstance(r.get(k), list) else [] for k in ("train_loss", "val_metric"))
+        for epoch in range(1, max(len(loss), len(val)) + 1):
+            epochs.append({"dataset": r["dataset"], "model": r["model"], "init": r["init"], "metric": r["metric"],
+                           "epoch": epoch, "train_loss": loss[epoch - 1] if epoch <= len(loss) else np.nan,
+                           "val_metric": val[epoch - 1] if epoch <= len(val) else np.nan})
+    if not epochs:
+        return pd.DataFrame(columns=columns)
+    long = pd.DataFrame(epochs).astype({"train_loss": float, "val_metric": float})
+    return (long.groupby(["dataset", "model", "init", "metric", "epoch"], sort=False)
+            .agg(train_loss=("train_loss", "median"), val_metric=("val_metric", "median"), runs=("epoch", "size"))
+            .reset_index())
+
+
+def learning_curves_figure(rows: pd.DataFrame):
+    """Did fine-tuning converge? Per dataset (columns): the training loss (top) and the validation target metric
+    (bottom) per epoch, median over repetitions (``learning_curves``), a colour per model and a line style per
+    init. Rows without per-epoch records add nothing; with none at all, a panel says so."""
+    curves = learning_curves(rows)
+    if curves.empty:
+        return not_drawn("Learning curves", "no fine-tuning run here stored its per-epoch training loss")
+    datasets = list(dict.fromkeys(curves["dataset"]))
+    models = list(dict.fromkeys(curves["model"]))
+    inits = list(dict.fromkeys(curves["init"]))
+    palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
+    styles = dict(zip(inits, ["-", "--", ":", "-."] * len(inits)))
+    fig, axes = plt.subplots(2, len(datasets), squeeze=False, sharex="col",
+                             figsize=(max(3.6 * len(datasets), 5.0) + 2.0, 5.2))
+    for j, ds in enumerate(datasets):
+        sub = curves[curves["dataset"] == ds]
+        for (model, init), g in sub.groupby(["model", "init"], sort=False):
+            label = f"{model}, {INIT_NAMES.get(init, init)}"
+            for ax, column in zip(axes[:, j], ("train_loss", "val_metric")):
+                ax.plot(g["epoch"], g[column], marker="o", ms=3, color=palette[model], ls=styles[init], label=label)
+        axes[0, j].set_title(ds, fontsize=10)
+        axes[0, j].set_ylabel("training loss")
+        axes[1, j].set_ylabel(f"validation {sub['metric'].iloc[0].replace('_', ' ')}")
+        axes[1, j].set_xlabel("epoch")
+        axes[1, j].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        if sub["val_metric"].isna().all():
+            axes[1, j].text(0.5, 0.5, "not recorded by these runs", ha="center", va="center", fontsize=8,
+                            color="0.4", transform=axes[1, j].transAxes)
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1.0 - 1.9 / fig.get_figwidth(), 1))
     return fig
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..results import aggregate
-from ..stats import CONTRADICTED, MARGIN, N_RESAMPLES, gap_table
+from ..stats import AT_CHANCE, CONTRADICTED, CONVERGENCE_UNKNOWN, MARGIN, N_RESAMPLES, gap_table
 
 EVALUATION_NAMES = {"finetune": "fine-tuning", "knn": "k-NN", "segmentation": "segmentation",
                     "attention": "attention distance of the backbone",
@@ -56,8 +56,10 @@ def verdict_table(rows: pd.DataFrame, root, pairs, margin: float = MARGIN, n_res
                   seed: int = 0) -> pd.DataFrame:
     """The verdict table of a figure: per evaluation × dataset × init × (CNN, ViT) pair, the gap CNN − ViT
     in the target metric, its 95% interval, ``n`` (test images × repetitions of each model), the claim
-    and its verdict (``medvit.stats.gap_table``: supported / contradicted / inconclusive at this budget;
-    blank with a note when the runs or their predictions are missing)."""
+    and its verdict (``medvit.stats.gap_table``: supported / contradicted / inconclusive at this budget, or
+    not trained enough at this budget when a model is not above chance, its metric above the trivial
+    predictor's with its interval in the note; blank with a note when the runs or their predictions are
+    missing)."""
     table = gap_table(rows, root, pairs, margin=margin, n_resamples=n_resamples, seed=seed)
     cols = ["evaluation", "dataset", "init", "CNN − ViT", "metric", "gap", "95% CI", "n", "claim", "verdict",
             "note"]
@@ -77,8 +79,20 @@ def verdict_table(rows: pd.DataFrame, root, pairs, margin: float = MARGIN, n_res
               for i, a, b, c in zip(table["n_images"], table["n_cnn"], table["n_vit"], computed)],
         "claim": table["claim"] + [f" (|gap| ≤ {margin:g})" if i != "random" else "" for i in table["init"]],
         "verdict": table["verdict"].where(computed, "–"),
-        "note": table["reason"],
+        "note": ["; ".join(n for n in (_chance_note(r), r["reason"]) if n) for r in table.to_dict("records")],
     })
+
+
+def _chance_note(line: dict) -> str:
+    """What makes a gap table's ``line`` *not trained enough*: each model at chance, its metric minus the
+    trivial predictor's with the interval (empty for the other verdicts)."""
+    if not str(line["verdict"]).startswith(AT_CHANCE):
+        return ""
+    parts = [f"{line[side]} − trivial predictor: {line[f'{side}_above_chance']:+.3f} "
+             f"[{line[f'{side}_above_chance_low']:+.3f}, {line[f'{side}_above_chance_high']:+.3f}]"
+             for side in ("cnn", "vit") if not line[f"{side}_above_chance_low"] > 0]
+    return (f"{'; '.join(parts)} in {line['metric'].replace('_', ' ')} (an interval that does not lie above 0: "
+            f"no better than predicting the majority class, or a constant score, on the same test images)")
 
 
 # --- what the book's pages show: tables that fit the page, the settings that could not run, the findings ---
@@ -181,12 +195,14 @@ def ran_verdicts(verdicts: pd.DataFrame, rows: pd.DataFrame | None) -> pd.DataFr
 def verdict_page_table(verdicts: pd.DataFrame, rows: pd.DataFrame | None = None) -> PageTable:
     """A verdict table (``verdict_table``) narrowed to the page: the comparisons that ran (given ``rows``:
     ``ran_verdicts``), the gap and its interval in one cell, the claim left to the text above it, the notes
-    under it."""
+    under it; given ``rows``, beside each verdict whether the fine-tuning runs had converged
+    (``training_convergence``)."""
     out = PageTable(pd.DataFrame())
     verdicts = ran_verdicts(verdicts, rows)
     if verdicts.empty:
         return out
     pairs = verdicts["CNN − ViT"].nunique() > 1
+    convergence = training_convergence(rows) if rows is not None else None
     lines = []
     for r in verdicts.to_dict("records"):
         line = {"evaluation": r["evaluation"], "dataset": r["dataset"], "init": r["init"]}
@@ -195,11 +211,44 @@ def verdict_page_table(verdicts: pd.DataFrame, rows: pd.DataFrame | None = None)
         line["gap (95% CI)"] = "–" if r["gap"] == "–" else f"{r['gap']} {r['95% CI'].replace(' ', NBSP)}"
         line["n"] = r["n"]
         line["verdict"] = r["verdict"] + (f" {out.note(r['note'])}" if r["note"] else "")
+        if convergence is not None:
+            models = r["CNN − ViT"].split(" − ")
+            line["converged"] = "; ".join(convergence[(r["evaluation"], r["dataset"], r["init"], m)]
+                                          for m in models if (r["evaluation"], r["dataset"], r["init"], m)
+                                          in convergence) or "–"
         lines.append(line)
     out.frame = pd.DataFrame(lines)
     metrics = _names(verdicts["metric"])
     out.caption = (f"gap: {_names(verdicts['CNN − ViT'])} in the target metric ({metrics.replace('_', ' ')}), "
                    f"with its 95% interval; n: test images × repetitions of each model.")
+    if convergence is not None:
+        out.caption += (" converged: per model, whether fine-tuning's best validation metric rose by at most "
+                        f"{MARGIN:g} over the last 20% of epochs (medvit.stats.convergence; the learning curves "
+                        "are on this page); k-NN trains nothing.")
+    return out
+
+
+def training_convergence(rows: pd.DataFrame) -> dict[tuple[str, str, str, str], str]:
+    """Per (evaluation, dataset, init as the tables name them, model): whether its ``ok`` runs had converged,
+    from each row's ``converged`` (``medvit.stats.convergence``): ``"resnet50: converged"``, or the count of
+    each state when the repetitions differ (``"deit_small: converged 2/3, still rising 1/3"``); k-NN trains
+    nothing (``"resnet50: no training"``). Rows made before the flag was stored count as unknown."""
+    out = {}
+    if rows is None or rows.empty:
+        return out
+    ok = rows[rows["status"] == "ok"]
+    flags = ok["converged"] if "converged" in ok else pd.Series(CONVERGENCE_UNKNOWN, index=ok.index)
+    ok = ok.assign(state=[f if isinstance(f, str) and f else CONVERGENCE_UNKNOWN for f in flags])
+    for (experiment, dataset, init, model), g in ok.groupby(["experiment", "dataset", "init", "model"], sort=False):
+        key = (EVALUATION_NAMES.get(experiment, experiment), dataset, INIT_NAMES.get(init, init), model)
+        if experiment != "finetune":
+            out[key] = f"{model}: no training"
+            continue
+        counts = g["state"].value_counts(sort=False)
+        if len(counts) == 1:
+            out[key] = f"{model}: {counts.index[0]}"
+        else:
+            out[key] = f"{model}: " + ", ".join(f"{state} {n}/{len(g)}" for state, n in counts.items())
     return out
 
 
@@ -231,6 +280,11 @@ def verdict_findings(verdicts: pd.DataFrame, rows: pd.DataFrame | None = None, m
             if verdict != INCONCLUSIVE:
                 text += " (" + "; ".join(_comparison(r, pairs, not scratch) for r in hits.to_dict("records")) + ")"
             parts.append(text)
+        untrained = computed[computed["verdict"].str.startswith(AT_CHANCE)]
+        if not untrained.empty:  # a budget artefact: named, never counted for or against the claim
+            parts.append(f"{AT_CHANCE} in {len(untrained)} (" + "; ".join(
+                f"{_comparison(r, pairs, not scratch).split(': gap ')[0]}: {r['verdict'].split(': ', 1)[1]}"
+                for r in untrained.to_dict("records")) + ")")
         missing = len(sub) - len(computed)
         out.append(f"The paper's claim **{claim}**, over {len(computed)} comparison"
                    f"{'s' if len(computed) > 1 else ''}: " + ", ".join(parts)
