@@ -287,3 +287,15 @@ def test_a_checkpoint_of_another_format_version_says_so(tmp_path):
     torch.save({"settings": {"format": "medvit.pretrain_dino/1"}}, old)
     with pytest.raises(PretrainCheckpointError, match="another version of medvit.*delete it and pretrain again"):
         medvit.pretrain.read_checkpoint(old)
+
+
+def test_the_pages_departures_state_the_steps_the_teacher_kept_and_the_crops():
+    from medvit import load_params
+    from medvit.figures import fig1
+
+    authors = " ".join(fig1.departures(load_params("paper")))
+    assert "two Adam steps per batch" in authors and "best validation k-NN" in authors and "bicubic" in authors
+    assert "drops the last incomplete batch" in authors
+    other = " ".join(fig1.departures(load_params("smoke", dino={"steps_per_batch": 1, "keep": "last"})))
+    assert "takes one Adam step per batch" in other and "keeps the last epoch's teacher" in other
+    assert "steps_per_batch 1 instead of 2" not in other  # said once, in words

@@ -96,13 +96,38 @@ def dino_departures(params: Params, inits) -> list[str]:
     out.append(f"in-domain DINO ({', '.join(shown)}) is pretrained on {', '.join(params.dino_datasets)} for "
                f"{', '.join(params.dino_models)} only, on the training images fine-tuning uses.")
     ours, theirs = params.dino.to_dict(), paper.dino.to_dict()
-    changed = [f"{k} {ours[k]} instead of {theirs[k]}" for k in ours if k != "img_size" and ours[k] != theirs[k]]
+    stated_below = ("img_size", "steps_per_batch", "keep")
+    changed = [f"{k} {ours[k]} instead of {theirs[k]}" for k in ours if k not in stated_below and ours[k] != theirs[k]]
     if changed:
         out.append(f"in-domain DINO: {'; '.join(changed)}.")
+    out += dino_stage_notes(params.dino)
     if "random+dino_indomain" in shown:
         out.append("random + in-domain DINO starts from random weights; the paper's DINO row (CVAMD Table 1) starts "
                    "from ImageNet weights (imagenet + in-domain DINO here).")
     return out
+
+
+def dino_stage_notes(config) -> list[str]:
+    """What every in-domain DINO pretraining does beside the authors' trainer (docs/protocol.md §7), whatever the
+    profile: the optimiser steps per batch, the teacher kept, the validation k-NN's images, the crops."""
+    if config.steps_per_batch == 2:
+        steps = ("in-domain DINO takes two Adam steps per batch on the same gradients, as the authors' DINO trainer "
+                 "does (a second clip and optimiser step after the first); DINO and the authors' BYOL trainer take "
+                 "one (dino.steps_per_batch: 1).")
+    else:
+        steps = ("in-domain DINO takes one Adam step per batch; the authors' DINO trainer takes two on the same "
+                 "gradients (a second clip and optimiser step after the first), and the paper's DINO numbers came "
+                 "from it.")
+    if config.keep == "best_knn":
+        kept = ("in-domain DINO keeps the teacher of the epoch with the best validation k-NN target metric (k 200, "
+                "T 0.1), as the authors do; their k-NN bank drops the last incomplete batch of the training images "
+                "(up to 63) and their validation loader a random incomplete batch, medvit's uses every image.")
+    else:
+        kept = ("in-domain DINO keeps the last epoch's teacher; the authors keep the teacher of the epoch with the "
+                "best validation k-NN target metric.")
+    crops = ("in-domain DINO's crops are resized with bicubic interpolation (lightly's DINOTransform); the authors' "
+             "torchvision crops are bilinear.")
+    return [steps, kept, crops]
 
 
 def segmentation_departures(params: Params) -> list[str]:
