@@ -48,12 +48,12 @@ colab: setup
 	rm -rf _build/colab
 	$(BIN)/python -c 'from medvit.runner import write_colab_notebooks as w; print(*w("_build/colab"), sep="\n")'
 
-# pytest exits 5 when it collected no test: that is a failure here, said plainly. `make test` runs every test
-# except those against a real Slurm cluster (CI runs it; the 15 slowest are listed); `make test-fast` also skips
-# the end-to-end ones marked slow, for the edit-test loop. `make test-reader` runs the reader tests alone (the
-# book in headless Chromium, which they install as root when it is missing), `make test-cluster` the Slurm
-# ones (the cluster is brought up by .ci/slurm-cluster.sh, as root). With CI=true, a reader or Slurm test that
-# skips fails.
+# pytest exits 5 when it collected no test: that is a failure here, said plainly. `make test` runs every test but
+# those against a real Slurm cluster and those that look at the book in Chromium (the 15 slowest are listed);
+# `make test-fast` also skips the end-to-end ones marked slow, for the edit-test loop. `make test-reader` runs
+# the reader tests (the book in headless Chromium, which they install as root when it is missing),
+# `make test-cluster` the Slurm ones (the cluster is brought up by .ci/slurm-cluster.sh, as root). CI
+# (.ci/run) runs all three; with CI=true, a reader or Slurm test that skips fails.
 PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
 define run_pytest
 	@$(PYTEST) $(2); rc=$$?; \
@@ -61,10 +61,10 @@ define run_pytest
 endef
 
 test: setup
-	$(call run_pytest,test,-m "not slurm" --durations=15)
+	$(call run_pytest,test,-m "not slurm and not reader" --durations=15)
 
 test-fast: setup
-	$(call run_pytest,test-fast,-m "not slow and not slurm")
+	$(call run_pytest,test-fast,-m "not slow and not slurm and not reader")
 
 test-reader: setup
 	$(call run_pytest,test-reader,-m reader --durations=5)
