@@ -92,7 +92,7 @@ def _chance_note(line: dict) -> str:
              f"[{line[f'{side}_above_chance_low']:+.3f}, {line[f'{side}_above_chance_high']:+.3f}]"
              for side in ("cnn", "vit") if not line[f"{side}_above_chance_low"] > 0]
     return (f"{'; '.join(parts)} in {line['metric'].replace('_', ' ')} (an interval that does not lie above 0: "
-            f"no better than predicting the majority class, or a constant score, on the same test images)")
+            f"not shown to do better than predicting the majority class, or a constant score, on the same test images)")
 
 
 # --- what the book's pages show: tables that fit the page, the settings that could not run, the findings ---
