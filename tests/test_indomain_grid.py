@@ -85,7 +85,7 @@ def test_fine_tuning_and_knn_start_from_the_pretraining_which_is_done_once(tmp_p
     assert ("random", None) in loaded and loaded.count((INIT, path)) == 2
     # the fine-tuned model's backbone started from the teacher: its patch embedding is the checkpoint's (before
     # fine-tuning moved it, the k-NN run, which does not train, used exactly these weights)
-    teacher = torch.load(path, weights_only=True)["teacher_backbone"]
+    teacher = torch.load(path, weights_only=True)["kept_backbone"]  # the kept teacher, which the init loads
     knn_model = real("deit_tiny", INIT, num_outputs=0, in_chans=3, img_size=32, weights_file=path)
     assert torch.equal(knn_model.net.patch_embed.proj.weight, teacher["patch_embed.proj.weight"])
 
