@@ -33,7 +33,8 @@ def _show(ax, image: np.ndarray) -> None:
 def fig2_figure(examples, panel_size: float = 2.2) -> plt.Figure:
     """The overlay grid of a :class:`medvit.segment.SegmentationExamples` (rows images, columns models)."""
     if examples.unavailable:  # the test images themselves are not on this machine
-        return not_drawn("Fig 2", f"the test images of {examples.dataset} are unavailable: {examples.unavailable}")
+        return not_drawn("Fig 2", f"the test images of {examples.dataset} are not on this machine; the list under "
+                                  "the figure says how to get them")
     if not examples.predictions:
         return not_drawn("Fig 2", NOTHING_RAN)
     labels = list(examples.predictions)
