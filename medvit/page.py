@@ -114,6 +114,15 @@ def figure(name: str, fig) -> None:
     plt.close(fig)  # shown once: not again by the inline backend at the end of the cell
 
 
+def show(fig) -> None:
+    """Show ``fig`` where the cell stands, unnumbered (a page's one numbered figure is the paper's, ``figure``)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)  # shown once: not again by the inline backend at the end of the cell
+
+
 def cnn_vit_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     """The (CNN, ViT) pairs a figure compares, in the profile's order: its first ResNet with its first DeiT,
     its second with its second, … (the paper's ResNet50 − DeiT-S; Fig 3's sizes)."""
