@@ -52,7 +52,9 @@ colab: setup
 # those against a real Slurm cluster and those that look at the book in Chromium (the 15 slowest are listed);
 # `make test-fast` also skips the end-to-end ones marked slow, for the edit-test loop. `make test-reader` runs
 # the reader tests (the book in headless Chromium, which they install as root when it is missing),
-# `make test-cluster` the Slurm ones (the cluster is brought up by .ci/slurm-cluster.sh, as root). CI
+# `make test-cluster` the Slurm ones (the cluster is brought up by .ci/slurm-cluster.sh, as root). `make test`
+# and `make test-fast` run two tests at a time (pytest-xdist; a file's tests in one process, so that its
+# fixtures are made once; benchmarks/README.md has the times). CI
 # (.ci/run) runs all three; with CI=true, a reader or Slurm test that skips fails.
 PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
 define run_pytest
@@ -61,10 +63,10 @@ define run_pytest
 endef
 
 test: setup
-	$(call run_pytest,test,-m "not slurm and not reader" --durations=15)
+	$(call run_pytest,test,-m "not slurm and not reader" -n 2 --dist loadfile --durations=15)
 
 test-fast: setup
-	$(call run_pytest,test-fast,-m "not slow and not slurm and not reader")
+	$(call run_pytest,test-fast,-m "not slow and not slurm and not reader" -n 2 --dist loadfile)
 
 test-reader: setup
 	$(call run_pytest,test-reader,-m reader --durations=5)
