@@ -211,7 +211,7 @@ def learning_curves_figure(rows: pd.DataFrame):
     palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
     styles = dict(zip(inits, ["-", "--", ":", "-."] * len(inits)))
     fig, axes = plt.subplots(2, len(datasets), squeeze=False, sharex="col",
-                             figsize=(max(3.6 * len(datasets), 5.0) + 2.0, 5.2))
+                             figsize=(max(3.6 * len(datasets), 6.0), 5.6))
     for j, ds in enumerate(datasets):
         sub = curves[curves["dataset"] == ds]
         for (model, init), g in sub.groupby(["model", "init"], sort=False):
@@ -230,8 +230,10 @@ def learning_curves_figure(rows: pd.DataFrame):
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    fig.legend(handles.values(), handles.keys(), loc="center right", frameon=False, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1.0 - 1.9 / fig.get_figwidth(), 1))
+    columns = min(len(handles), 3) or 1
+    band = (0.25 * -(-len(handles) // columns) + 0.15) / fig.get_figheight()  # the legend's rows, under the panels
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=columns, frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, band, 1, 1))
     return fig
 
 
