@@ -59,8 +59,13 @@ def classification_departures(params: Params, datasets, models, inits, knn: bool
                               sweep: bool = False) -> list[str]:
     paper, out = protocol(), dataset_departures(datasets)
     if params.train_subset:
+        steps = params.train_subset // params.train.batch_size * params.train.epochs
         out.append(f"training splits larger than {params.train_subset} images are subsampled to a fixed "
-                   f"seeded subset of {params.train_subset}.")
+                   f"seeded subset of {params.train_subset}: a fine-tuning takes at most {steps} Adam steps "
+                   f"({params.train_subset} images / batch {params.train.batch_size} × {params.train.epochs} "
+                   f"epochs), the CPU budget of this profile; from random init a model may not leave chance in "
+                   f"so few, and the verdicts name any that did not (`benchmarks/budget_curve.py` measures "
+                   f"larger budgets).")
     if params.img_size != paper.img_size:
         out.append(f"input {params.img_size} px instead of {paper.img_size} px (ViT patch grid "
                    f"{params.img_size // 16}×{params.img_size // 16} instead of "
