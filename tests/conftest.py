@@ -62,6 +62,35 @@ def _local_only_getaddrinfo(real):
     return getaddrinfo
 
 
+CLOSED_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, every connection is refused at once
+
+
+@contextlib.contextmanager
+def _offline_kernel(data_root: Path, home: Path, cwd: Path | None = None):
+    """A real Jupyter kernel (its manager) on a machine as a new user's may be: ``data_root`` as
+    ``$MEDVIT_DATA_ROOT``, no weights folder, ``home`` as the home folder, and no network for the kernel and
+    every process it starts (a proxy that refuses; the hub offline, as for every child of the tests)."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MEDVIT_WEIGHTS_DIR", "MEDVIT_PARAMS_DIR")}
+    env.update(MEDVIT_DATA_ROOT=str(data_root), HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
+               http_proxy=CLOSED_PROXY, https_proxy=CLOSED_PROXY, HTTP_PROXY=CLOSED_PROXY,
+               HTTPS_PROXY=CLOSED_PROXY, no_proxy="", NO_PROXY="", OMP_NUM_THREADS="1", MPLBACKEND="agg")
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(cwd or home))
+    try:
+        yield km
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="session")
+def offline_kernel():
+    """``offline_kernel(data_root, home, cwd=None)``: a context manager giving a kernel manager whose kernel
+    has that data root, no weights and no network (:func:`_offline_kernel`)."""
+    return _offline_kernel
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_session():
     """For the whole run: only this machine's names resolve in the test process (see the module's docstring)."""

@@ -5,14 +5,12 @@ after them), which runs as Colab runs it: the install command at the page's comm
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
-from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 
 from medvit import resources, runner
@@ -20,7 +18,6 @@ from medvit import resources, runner
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "book.yml"
 BADGE = re.compile(r"\]\((https://colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/([^/]+)/([^)]+))\)")
-CLOSED = "http://127.0.0.1:9"  # nothing listens: a download is refused at once
 
 
 def published_tree() -> tuple[str, str]:
@@ -62,20 +59,14 @@ def test_the_colab_notebook_is_the_source_page_install_then_parameters_nothing_i
 
 
 @pytest.fixture
-def colab_kernel(tmp_path):
-    """A kernel as on Colab: ``google.colab`` imported (faked), pip recorded instead of run, no network, an empty
-    data root, the current folder a fresh one."""
-    data_root = tmp_path / "data"
+def colab_kernel(offline_kernel, tmp_path):
+    """A kernel as on Colab: an empty data root, no network, the current folder a fresh one (``google.colab``
+    is faked and pip recorded by the notebook's first cell, ``COLAB``)."""
+    data_root, content = tmp_path / "data", tmp_path / "content"
     data_root.mkdir()
-    content = tmp_path / "content"
     content.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("MEDVIT_WEIGHTS_DIR", "MEDVIT_PARAMS_DIR")}
-    env.update(MEDVIT_DATA_ROOT=str(data_root), HOME=str(tmp_path), HF_HUB_OFFLINE="1", http_proxy=CLOSED,
-               https_proxy=CLOSED, HTTP_PROXY=CLOSED, HTTPS_PROXY=CLOSED, OMP_NUM_THREADS="1", MPLBACKEND="agg")
-    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(content))
-    yield km, content
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    with offline_kernel(data_root, tmp_path, cwd=content) as km:
+        yield km, content
 
 
 COLAB = """\

@@ -10,11 +10,8 @@ that refuses), so a download fails at once, as it does offline.
 """
 from __future__ import annotations
 
-import os
-
 import nbformat
 import pytest
-from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from papermill.iorw import load_notebook_node
@@ -23,23 +20,12 @@ from papermill.parameterize import parameterize_notebook
 from medvit import runner
 from medvit.params import list_profiles
 
-CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, every connection is refused at once
-
-
 @pytest.fixture(scope="module")
-def no_data_kernel(tmp_path_factory):
+def no_data_kernel(offline_kernel, tmp_path_factory):
     """A kernel whose environment has an empty data root, no weights folder and no network."""
-    home = tmp_path_factory.mktemp("home")
     data_root = tmp_path_factory.mktemp("empty_data_root")
-    env = {k: v for k, v in os.environ.items() if k not in ("MEDVIT_WEIGHTS_DIR", "MEDVIT_PARAMS_DIR")}
-    env.update(MEDVIT_DATA_ROOT=str(data_root), HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
-               TORCH_HOME=str(home / "torch"), HF_HOME=str(home / "hf"), HF_HUB_OFFLINE="1",
-               http_proxy=CLOSED, https_proxy=CLOSED, HTTP_PROXY=CLOSED, HTTPS_PROXY=CLOSED, no_proxy="",
-               NO_PROXY="", OMP_NUM_THREADS="1", MPLBACKEND="agg")
-    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(home))
-    yield km, data_root
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    with offline_kernel(data_root, tmp_path_factory.mktemp("home")) as km:
+        yield km, data_root
 
 
 def execute_page(km, key: str, profile: str, results_dir) -> nbformat.NotebookNode:
