@@ -90,8 +90,7 @@ def colab_notebook(source: str | Path):
         'if "google.colab" in sys.modules:\n'
         f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", {pip_requirement(revision)!r}], check=True)',
         metadata={"tags": ["remove-cell"]})
-    first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
-    nb.cells[first:first] = [install]
+    nb.cells.insert(_after_title(nb), install)
     _number_cells(nb)
     return nb
 
@@ -105,9 +104,14 @@ def page_notebook(source: str | Path):
     badge = nbformat.v4.new_markdown_cell(
         "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"({colab_url(Path(source).stem)})")
-    nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, badge)
+    nb.cells.insert(_after_title(nb), badge)
     _number_cells(nb)
     return nb
+
+
+def _after_title(nb) -> int:
+    """Where a cell goes to stand right after the page's title cell (its first cell, when that is Markdown)."""
+    return 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
 
 
 def _number_cells(nb) -> None:
