@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import secrets
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .files import atomic_torch_save
 from .knn import extract_features, feature_dtype
 
 
@@ -85,11 +85,5 @@ class FeatureCache:
         self.misses += 1
         feats = extract_features(model, dataset, batch_size=batch_size, device=device, amp=amp,
                                  num_workers=num_workers, progress=progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-        try:
-            torch.save({"features": feats.cpu()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_torch_save({"features": feats.cpu()}, path)
         return feats

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from .files import atomic_file
 
 PREDICTIONS_DIR = "predictions"
 FEATURES_DIR = "features"
@@ -106,17 +107,8 @@ def _array(x, name: str) -> np.ndarray:
 
 
 def _write(path: Path, **arrays: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.stem}-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # a file object: numpy adds no .npz suffix to the temporary name
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)  # a file object: numpy adds no .npz suffix to the temporary name
     return path
 
 

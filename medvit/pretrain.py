@@ -44,6 +44,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from .config import DinoConfig
+from .files import atomic_torch_save
 from .data.base import ImageDataset
 from .data.transforms import create_transform, resize_size
 from .knn import PAPER_K, PAPER_T, knn_evaluate
@@ -208,10 +209,7 @@ def _resume_state(checkpoint: Path | None, settings: dict) -> dict | None:
 
 
 def _save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(state, path)
 
 
 def _param_groups(*modules: torch.nn.Module) -> list[dict]:

@@ -42,8 +42,6 @@ kept, like any row. The caller checks ``is_done`` after claiming (the holder bef
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
 import json
 import logging
 import math
@@ -52,8 +50,6 @@ import platform
 import random
 import secrets
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 import warnings
@@ -63,6 +59,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+
+from .files import atomic_write_bytes, create_exclusive, fsync_folder
 
 log = logging.getLogger(__name__)
 
@@ -100,75 +98,6 @@ def provenance(device) -> dict:
 
     return {"medvit_version": __version__, "git_sha": git_sha(), "device": device, "device_name": name or platform.machine(),
             "host": HOST, "torch": torch.__version__}
-
-
-# ---- atomic files ---------------------------------------------------------------------------------------
-
-def _temporary(folder: Path, name: str) -> tuple[int, str]:
-    """A new, uniquely named hidden file in ``folder`` (open for writing) for the final file ``name``."""
-    return tempfile.mkstemp(dir=folder, prefix=f".tmp-{name}-", suffix=".partial")
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    """All of ``data`` to ``fd`` (os.write may write less than asked), then fsync."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fsync(fd)
-
-
-def _write_temporary(folder: Path, name: str, data: bytes) -> str:
-    """``data`` in a new fsynced temporary file in ``folder``; its path. Nothing is left if writing fails."""
-    fd, tmp = _temporary(folder, name)
-    try:
-        try:
-            _write_fd(fd, data)
-        finally:
-            os.close(fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that ``path`` holds either its old content or all of ``data``, even if
-    the process is killed or the disk fills: a unique temporary file in the same folder, fsynced, renamed
-    over ``path``, the folder fsynced. Concurrent writers of one path never share a temporary file; the
-    last rename wins. Makes the folder if needed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_temporary(path.parent, path.name, bytes(data))
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through :func:`atomic_write_bytes` (e.g. a fine-tuned checkpoint)."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getbuffer())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename or a new entry in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems do not support fsync on a folder; the rename is still atomic
-    finally:
-        os.close(fd)
 
 
 # ---- strict JSON ----------------------------------------------------------------------------------------
@@ -317,45 +246,6 @@ def _claim_file(folder: Path, generation: int) -> Path:
     return folder / f"{generation:06d}.json"
 
 
-def _create_exclusive(folder: Path, name: str, data: bytes) -> bool:
-    """Create ``folder/name`` holding ``data`` if it does not exist: written to a temporary file, then
-    hard-linked to its name (atomic and exclusive, also on NFS). False when the name exists."""
-    tmp = _write_temporary(folder, name, data)
-    target = folder / name
-    try:
-        os.link(tmp, target)
-        created = True
-    except FileExistsError:
-        created = False
-    except OSError as err:
-        if err.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):  # no hard links here
-            created = _create_exclusive_without_links(target, data)
-        else:  # NFS may report a failed link that did happen (a retransmitted request): look at the inode
-            try:
-                created = os.stat(tmp).st_nlink == 2
-            except OSError:
-                created = False
-            if not created:
-                raise
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    if created:
-        _fsync_dir(folder)
-    return created
-
-
-def _create_exclusive_without_links(target: Path, data: bytes) -> bool:
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    try:
-        _write_fd(fd, data)
-    finally:
-        os.close(fd)
-    return True
-
-
 # ---- the store ------------------------------------------------------------------------------------------
 
 class ResultsStore:
@@ -389,7 +279,7 @@ class ResultsStore:
         folder = self.root / "rows" / row["run_id"]
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(folder.parent)
+            fsync_folder(folder.parent)
         stamp = row["created_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
         # pid alone is not unique across hosts (Slurm nodes) nor across threads of one process
         return atomic_write_bytes(folder / f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}.json", data)
@@ -466,7 +356,7 @@ class ResultsStore:
             info = {"run_id": run_id, "generation": generation, "host": HOST, "pid": os.getpid(),
                     "thread": threading.get_ident(), "token": secrets.token_hex(8), "started_at": now,
                     "heartbeat_at": now, "released_at": None}
-            if not _create_exclusive(folder, _claim_file(folder, generation).name, json.dumps(info).encode()):
+            if not create_exclusive(folder, _claim_file(folder, generation).name, json.dumps(info).encode()):
                 time.sleep(random.uniform(0, 0.01))  # another process created it first: look again (after a
                 continue  # moment, so that a folder listing cached by NFS can catch up)
             if _generations(folder)[-1] != generation:  # only if claim files were deleted by hand

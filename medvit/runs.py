@@ -19,7 +19,8 @@ import torch
 
 from .data import DataMissing, cached, create_dataset, resize_size
 from .params import Params, settings_hash
-from .results import atomic_torch_save, run_id
+from .files import atomic_torch_save
+from .results import run_id
 
 
 PRETRAIN_DINO = "pretrain_dino"  # the experiment of the in-domain DINO pretrainings (medvit.figures.fig1)

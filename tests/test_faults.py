@@ -34,7 +34,8 @@ import pytest
 import torch
 
 import medvit.results as results
-from medvit.results import CorruptRowWarning, ResultsStore, atomic_torch_save, atomic_write_bytes
+from medvit.files import atomic_torch_save
+from medvit.results import CorruptRowWarning, ResultsStore
 
 CTX = mp.get_context("fork")  # workers start at once (spawn would re-import torch per worker)
 PHASES = ("claim", "train", "checkpoint", "row")  # "claim": between runs (claiming, checking)

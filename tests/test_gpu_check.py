@@ -11,7 +11,6 @@ makes host names unresolvable, so nothing reaches the network. No timing is asse
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import subprocess

@@ -91,15 +91,13 @@ def test_threads_of_one_process_appending_the_same_run_never_overwrite_each_othe
 
 def _killed_mid_write(root: str) -> None:
     """Append a row but die (SIGKILL) after half of it reached the file."""
-    import medvit.results as results
-
     real_write = os.write
 
     def half_then_die(fd, data):
         real_write(fd, bytes(data[:len(data) // 2]))
         os.kill(os.getpid(), signal.SIGKILL)
 
-    results.os.write = half_then_die
+    os.write = half_then_die
     ResultsStore(root).append({**_row(0, 0), "experiment": "finetune"})
 
 

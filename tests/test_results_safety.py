@@ -20,7 +20,8 @@ import pytest
 import torch
 
 import medvit.results as results
-from medvit.results import CorruptRowWarning, ResultsStore, aggregate, atomic_torch_save, atomic_write_bytes
+from medvit.files import atomic_torch_save, atomic_write_bytes
+from medvit.results import CorruptRowWarning, ResultsStore, aggregate
 
 RUN = "finetune__retinamnist__resnet50__random__r0"
 
@@ -344,7 +345,7 @@ def test_a_full_disk_fails_the_write_keeps_the_old_file_and_leaves_no_temporary(
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results.os, "write", full)
+    monkeypatch.setattr(os, "write", full)
     with pytest.raises(OSError, match="No space left"):
         atomic_write_bytes(path, b"new")
     with pytest.raises(OSError, match="No space left"):

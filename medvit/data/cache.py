@@ -42,7 +42,6 @@ import logging
 import mmap
 import multiprocessing
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -51,7 +50,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..results import atomic_write_bytes
+from ..files import atomic_path, atomic_write_bytes
 from .base import DataError, ImageDataset
 
 log = logging.getLogger(__name__)
@@ -169,14 +168,10 @@ def _valid_meta(meta_file: Path, data_file: Path, fingerprint: str) -> dict | No
 def _build(dataset: ImageDataset, items, size, data_file: Path, meta_file: Path, fingerprint: str,
            skip_unreadable: bool, workers: int | None) -> dict:
     name, split, channels, n = dataset.info.name, dataset.split, dataset.info.channels, len(dataset)
-    data_file.parent.mkdir(parents=True, exist_ok=True)
-    # a unique temporary name: two processes (or hosts sharing the cache folder) may build one cache at once
-    fd, tmp = tempfile.mkstemp(dir=data_file.parent, prefix=f".tmp-{data_file.name}-", suffix=".partial")
-    os.close(fd)
-    tmp = Path(tmp)
     start = time.perf_counter()
     kept, dropped, out, shape = 0, [], None, None
-    try:
+    # a unique temporary file: two processes (or hosts sharing the cache folder) may build one cache at once
+    with atomic_path(data_file) as tmp:
         with tqdm(total=n, desc=f"caching {name}/{split} at {size or 'native'}px", unit="img") as bar:
             for index, result in _decode_all(items, channels, size, workers):
                 bar.update(1)
@@ -203,10 +198,6 @@ def _build(dataset: ImageDataset, items, size, data_file: Path, meta_file: Path,
         out.flush()
         del out
         os.truncate(tmp, kept * int(np.prod(shape)))  # skipped images leave unused rows at the end
-        os.replace(tmp, data_file)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     meta = {"format": FORMAT_VERSION, "dataset": name, "split": split, "size": size, "channels": channels,
             "shape": [kept, *shape], "n_source": n, "fingerprint": fingerprint, "dropped": dropped,
             "build_seconds": round(time.perf_counter() - start, 3), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

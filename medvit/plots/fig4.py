@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..page import anonymise
-from . import NOTHING_RAN, not_drawn
+from . import not_drawn
 from .tables import INIT_NAMES, unavailable_summary
 
 CMAP = "jet"
