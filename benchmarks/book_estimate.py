@@ -28,10 +28,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from medvit import load_params
-from medvit.experiments import plan
+from medvit.experiments.inputs import load_splits
+from medvit.experiments.segmentation import load_segmentation_split
 from medvit.figures import FIGURES
-from medvit.figures.fig2 import load_segmentation_split
-from medvit.runs import load_splits
 
 STEP = ("data", "forward", "backward", "optimizer")
 OVERHEAD = ("load splits", "build model", "save checkpoint", "best copy", "baselines")
@@ -115,7 +114,7 @@ def estimate(profile: dict, params, inits=("random",), clock: str = "cpu", scale
     scale = scale or {}
     seen, per_figure, counts = set(), defaultdict(float), defaultdict(lambda: defaultdict(int))
     for figure in FIGURES:
-        for run in plan(params, figure):
+        for run in FIGURES[figure].plan(params):
             if run.init not in inits or run.run_id in seen:
                 continue
             seen.add(run.run_id)

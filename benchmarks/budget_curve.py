@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from medvit import create_model, load_params
-from medvit.runs import load_splits
+from medvit.experiments.inputs import load_splits
 from medvit.stats import above_chance
 from medvit.train import finetune, seed_everything
 

@@ -7,7 +7,7 @@ runs' own data and settings, random init, no results store):
 
 - **one at a time**: ``--runs`` fine-tunes in sequence, each with ``torch.set_num_threads(cores)``;
 - **side by side**: the same fine-tunes in ``--runs`` worker processes started at once, one thread each,
-  as ``run_experiment`` does them with ``cpu_runs`` (wall time: the longest of them, which ran alongside the
+  as ``medvit.execution`` does them with ``cpu_runs`` (wall time: the longest of them, which ran alongside the
   others all along; imports and data loading are outside the timed part on both sides).
 
 Prints a table (wall seconds per model, the speed-up) and writes JSON.
@@ -33,7 +33,7 @@ OUT = Path(__file__).resolve().parent / "out" / "cpu_runs.json"
 def one_finetune(model_name: str, profile: str, threads: int, seed: int) -> float:
     """Wall seconds of one fine-tune (data loading and model building excluded) with ``threads`` threads."""
     from medvit import create_model, load_params
-    from medvit.runs import load_splits
+    from medvit.experiments.inputs import load_splits
     from medvit.train import finetune, seed_everything
 
     torch.set_num_threads(threads)

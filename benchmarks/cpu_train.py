@@ -38,7 +38,7 @@ from medvit import create_model, load_params
 from medvit.data.segmentation import create_segmentation_transform
 from medvit.data.transforms import create_transform
 from medvit.metrics import compute_metrics, scores_from_logits
-from medvit.runs import load_splits
+from medvit.experiments.inputs import load_splits
 from medvit.segment import Segmentation, create_segmentation_model, dice_iou_per_image, foreground, segmentation_loss
 from medvit.train import Classification, prepare_training, resolve_fast_path, resolve_precision, train_epoch
 
@@ -115,7 +115,7 @@ def classification(name: str, params, args):
 
 def segmentation(name: str, params, args):
     """Fig 2's PH2 at the profile's seg_img_size: DeepLabV3, medvit's Segmentation task and the plain loop."""
-    from medvit.figures.fig2 import load_segmentation_split
+    from medvit.experiments.segmentation import load_segmentation_split
 
     dataset = params.seg_datasets[0]
     train, val, test = (load_segmentation_split(params, dataset, s) for s in ("train", "val", "test"))

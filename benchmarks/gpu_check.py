@@ -34,10 +34,11 @@ import torch
 import knn_throughput
 import train_throughput
 from medvit.data import DataMissing
-from medvit.experiments import RunFailed, current_rows, do_runs, plan, results_store
+from medvit.execution import RunFailed, current_rows, do_runs, results_store
+from medvit.figures import figure
 from medvit.models import indomain_start
 from medvit.params import load_params
-from medvit.runs import resolve_device
+from medvit.device import resolve_device
 from medvit.train import resolve_precision
 
 PROFILE = "medmnist"
@@ -128,7 +129,7 @@ def strict(value):
 
 def fig1_rows(params) -> tuple[list[dict], str]:
     """Fig 1's runs done by medvit's runner; one table row per run, and the runner's failure message ("" if none)."""
-    runs = plan(params, "fig1")
+    runs = figure("fig1").plan(params)
     failure = ""
     try:
         do_runs(params, runs, "gpu check: fig1")

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from medvit import load_params
-from medvit.experiments import current_rows, grid_runs, results_store
+from medvit.execution import current_rows, grid_runs, results_store
 from medvit.runs import Run
 
 OUT = Path(__file__).resolve().parent / "out" / "online_estimate.json"

@@ -1,7 +1,6 @@
 """Where one run's time goes: a quick-profile fine-tune (Fig 1's executor) and segmentation run (Fig 2's).
 
-Runs the figures' own executors (``medvit.figures.fig1`` finetune and k-NN, ``medvit.figures.fig2``
-segmentation) on the profile's data, with a timer on each labelled phase of the training loop
+Runs the executors (``medvit.experiments``: finetune, k-NN and segmentation) on the profile's data, with a timer on each labelled phase of the training loop
 (``medvit.train.PHASES``: data, forward, backward, optimizer, validation, test, metrics, best copy) and on
 the executor's other steps (loading the splits, building the model, saving the checkpoint, the trivial
 baselines). Each phase is timed in **process CPU seconds** as well as wall seconds: on a shared machine the
@@ -32,8 +31,9 @@ from medvit import load_params
 import medvit.knn
 import medvit.segment
 import medvit.train
-from medvit.figures import fig1, fig2
-from medvit.runs import Run, load_splits
+from medvit.experiments import finetune, knn, segmentation
+from medvit.experiments.inputs import load_splits
+from medvit.runs import Run
 
 
 class PhaseTimer:
@@ -66,16 +66,17 @@ class PhaseTimer:
 def instrumented(timer: PhaseTimer):
     """The loop's labels and the executors' steps timed by ``timer`` (restored afterwards)."""
     saved = [(m, a, getattr(m, a)) for m, a in ((medvit.train, "phase"), (medvit.segment, "phase"))]
-    steps = [(fig1, "load_splits", "load splits"), (fig1, "create_model", "build model"),
-             (fig1, "save_checkpoint", "save checkpoint"), (fig2, "load_segmentation_split", "load splits"),
-             (fig2, "create_segmentation_model", "build model"), (fig2, "save_checkpoint", "save checkpoint"),
-             (fig2, "trivial_baselines", "baselines"), (medvit.knn, "knn_classify", "k-NN vote")]
-    saved += [(m, a, getattr(m, a)) for m, a, _ in steps if hasattr(m, a)] + [(fig1, "knn_evaluate", fig1.knn_evaluate)]
+    steps = [(m, "load_splits", "load splits") for m in (finetune, knn)] + \
+        [(m, "create_model", "build model") for m in (finetune, knn)] + \
+        [(finetune, "save_checkpoint", "save checkpoint"), (segmentation, "load_segmentation_split", "load splits"),
+         (segmentation, "create_segmentation_model", "build model"), (segmentation, "save_checkpoint", "save checkpoint"),
+         (segmentation, "trivial_baselines", "baselines"), (medvit.knn, "knn_classify", "k-NN vote")]
+    saved += [(m, a, getattr(m, a)) for m, a, _ in steps if hasattr(m, a)] + [(knn, "knn_evaluate", knn.knn_evaluate)]
     medvit.train.phase = medvit.segment.phase = timer
     for m, a, label in steps:
         if hasattr(m, a):
             timer.wrap(m, a, label)
-    knn_evaluate = fig1.knn_evaluate
+    knn_evaluate = knn.knn_evaluate
 
     def knn_with_timed_features(*args, extract=medvit.knn.extract_features, **kwargs):
         def features(*a, **k):
@@ -84,7 +85,7 @@ def instrumented(timer: PhaseTimer):
 
         return knn_evaluate(*args, extract=features, **kwargs)
 
-    fig1.knn_evaluate = knn_with_timed_features
+    knn.knn_evaluate = knn_with_timed_features
     try:
         yield
     finally:
@@ -113,7 +114,7 @@ def profile_run(experiment, run: Run, params, ops: int = 0) -> dict:
 def run_facts(run: Run, params) -> dict:
     """What the run's cost scales with: its model and dataset, split sizes, epochs, batch size, image size."""
     if run.experiment == "segmentation":
-        sizes = {s: len(fig2.load_segmentation_split(params, run.dataset, s)) for s in ("train", "val", "test")}
+        sizes = {s: len(segmentation.load_segmentation_split(params, run.dataset, s)) for s in ("train", "val", "test")}
         config, img_size = params.seg_train, params.seg_img_size
     else:
         sizes = {s: len(d) for s, d in load_splits(params, run.dataset).items()}
@@ -144,9 +145,9 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         params = load_params(args.profile, results_dir=tmp, **over)
         dataset = args.dataset or params.datasets[0]
-        jobs = [(fig1.FINETUNE, Run("finetune", dataset, m, "random", 0)) for m in args.finetune]
-        jobs += [(fig1.KNN, Run("knn", dataset, m, "random", 0)) for m in args.knn]
-        jobs += [(fig2.SEGMENTATION, Run("segmentation", params.seg_datasets[0], m, "random", 0))
+        jobs = [(finetune.FINETUNE, Run("finetune", dataset, m, "random", 0)) for m in args.finetune]
+        jobs += [(knn.KNN, Run("knn", dataset, m, "random", 0)) for m in args.knn]
+        jobs += [(segmentation.SEGMENTATION, Run("segmentation", params.seg_datasets[0], m, "random", 0))
                  for m in args.segmentation]
         results = []
         for experiment, run in jobs:

@@ -7,19 +7,15 @@ load torch. Submodules (``medvit.figures``, ``medvit.saliency``, ...) import as 
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 
-try:  # set from git when medvit is installed (setuptools-scm): each commit its own version
-    __version__ = importlib.metadata.version("medvit")
-except importlib.metadata.PackageNotFoundError:  # run from a checkout on PYTHONPATH, not installed
-    __version__ = "0.0.0+unknown"
+from .resources import VERSION as __version__  # noqa: F401  (medvit.__version__)
 
 # public name -> the module that defines it (relative to medvit)
 _EXPORTS = {
     **dict.fromkeys(["TrainConfig", "SlurmConfig"], ".config"),
     **dict.fromkeys(["DataError", "DataMissing", "DatasetInfo", "ImageDataset", "authors_split", "create_dataset",
                      "create_transform", "list_datasets"], ".data"),
-    **dict.fromkeys(["execute_run", "plan", "run_experiment"], ".experiments"),
+    **dict.fromkeys(["execute_run", "figure_rows", "run_grid"], ".execution"),
     **dict.fromkeys(["extract_features", "knn_classify", "knn_evaluate"], ".knn"),
     "compute_metrics": ".metrics",
     **dict.fromkeys(["INITS", "ModelError", "WeightsUnavailableError", "create_model", "list_models",

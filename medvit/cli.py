@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from medvit import __version__
+from medvit.resources import VERSION
 
 # Datasets with a conversion from their official download (medvit.data.prepare.PREPARERS, kept equal by a
 # test): listed here so that `medvit --help` imports nothing heavy.
@@ -57,15 +57,17 @@ def _list(what: str, profile: str, figure: str | None = None, verbose: bool = Fa
         for p in medvit.list_profiles():
             print(f"{p:10s} {medvit.load_params(p).description}")
     elif what == "runs":
-        from medvit.experiments import FIGURES, plan, results_store
-        from medvit.launch import grid_runs, launch_params, run_states
+        from medvit.execution import grid_runs
+        from medvit.figures import FIGURES
+        from medvit.launch import launch_params, run_states
+        from medvit.layout import Layout
 
         params = launch_params(profile, results_dir)
         figures = [figure] if figure else list(FIGURES)
         states = run_states(params, grid_runs(params, figures))
-        print(f"profile {params.profile}: results in {results_store(params).root}")
+        print(f"profile {params.profile}: results in {Layout.of(params).root}")
         for fig in figures:
-            runs = plan(params, fig)
+            runs = FIGURES[fig].plan(params)
             counts = {s: sum(states[r.run_id][0] == s for r in runs) for s in ("ok", "unavailable", "failed")}
             print(f"{fig}: {len(runs)} runs, done {counts['ok']}, unavailable {counts['unavailable']}, "
                   f"failed {counts['failed']}, missing {len(runs) - sum(counts.values())}")
@@ -119,7 +121,7 @@ def _reproduce(args) -> int:
             return 1
         if args.dry_run:
             return 0
-        reproduce(args.profile, only=args.only, results_dir=args.results_dir, book_dir=args.book_dir)
+        reproduce(args.profile, only=args.only, results_dir=args.results_dir, book_dir=args.book_dir, grid=False)
     else:
         reproduce(args.profile, only=args.only, force=args.force, results_dir=args.results_dir,
                   book_dir=args.book_dir)
@@ -147,7 +149,7 @@ def _prepare(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvit", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"medvit {__version__}")
+    parser.add_argument("--version", action="version", version=f"medvit {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{reproduce,book,list,data}")
     rep = sub.add_parser("reproduce", help="execute the book's notebooks for a profile (resumes finished runs)",
                          formatter_class=argparse.RawTextHelpFormatter)
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "when medvit is installed)")
     rep.add_argument("--launcher", choices=["local", "slurm"],
                      help="run the grid's missing runs as separate jobs first, then execute the notebooks\n"
-                          "(default: the notebooks do their missing runs themselves, one at a time;\n"
+                          "(default: in this process, the profile's cpu_runs runs at a time on a CPU;\n"
                           "needs pip install 'medvit[cluster]')")
     rep.add_argument("--gpus", type=int, help="local: GPUs to use, one run per GPU (default: all visible;\n"
                                               "none on a CPU machine: one run at a time); slurm: GPUs per job (1)")
@@ -246,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a broken installation, not a missing extra: the traceback says where
         print(f"medvit: {message}", file=sys.stderr)
     except Exception as err:
-        experiments = sys.modules.get("medvit.experiments")  # a run failed only where it was imported (with torch)
-        if experiments is None or not isinstance(err, experiments.RunFailed):
+        execution = sys.modules.get("medvit.execution")  # a run failed only where it was imported (with torch)
+        if execution is None or not isinstance(err, execution.RunFailed):
             raise
         print(f"medvit: {_one_line(err)}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -16,7 +16,8 @@ from .plots import not_drawn
 from .plots.fig4 import draw_saliency, draw_unavailable, show_image
 from .plots.tables import INIT_NAMES
 from .figures.fig4 import SaliencyModel, load_test_images, saliency_model
-from .runs import RunUnavailable, profile_dataset
+from .experiments.inputs import profile_dataset
+from .runs import RunUnavailable
 from .saliency import saliency_maps
 
 

@@ -40,10 +40,12 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .experiments import (EXPERIMENTS, FIGURES, current_rows, execute_run, grid_runs, plan, results_store,  # noqa: F401
-                          waves)
+from .execution import current_rows, execute_run, grid_runs, results_store
+from .experiments import waves
+from .figures import FIGURES
+from .layout import Layout, resolve_results_dir
+from .params import Params, load_params, resolve_profile
 from .runs import Run
-from .params import Params, load_params
 
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's LocalExecutor kills a job after timeout_min (default 2 min)
 # Slurm job states (sacct) of a task that has not started, or waits to start again.
@@ -58,8 +60,6 @@ VANISHED_S = 20.0
 def launch_params(profile: str, results_dir: str | os.PathLike | None = None, **overrides) -> Params:
     """The profile's Params with ``results_dir`` made absolute as ``medvit reproduce`` does (relative
     to the current directory), so jobs, notebooks and ``medvit list runs`` share one results folder."""
-    from .runner import resolve_profile, resolve_results_dir
-
     params = load_params(resolve_profile(profile), **overrides)
     return dataclasses.replace(params, results_dir=str(resolve_results_dir(results_dir or params.results_dir)))
 
@@ -565,7 +565,7 @@ def _submitit():
 def _jobs_folder(params: Params) -> Path:
     """Where submitit keeps job pickles and logs: ``<results_dir>/<profile>/jobs/`` (Slurm: one folder per task
     ``<array id>_<task>``, and ``inflight/``; local: one folder per launch)."""
-    return Path(params.results_dir) / params.profile / "jobs"
+    return Layout.of(params).jobs
 
 
 LAUNCHERS: dict[str, Callable[..., LaunchReport]] = {"local": launch_local, "slurm": launch_slurm}

@@ -18,8 +18,12 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import pandas as pd
+
+from .device import resolve_device
+from .models.backbones import get_spec
 from .params import Params, ParamsError, load_params
-from .resources import checkout, source_revision
+from .resources import VERSION, checkout, source_revision
 
 # An absolute path of at least two components that is not part of an address (https://host/a/b) or of a
 # word (and/or, 1/2): what is left of one once the known folders are replaced.
@@ -69,12 +73,10 @@ def anonymise(text: str, params: Params | None = None) -> str:
     return re.sub(rf"(?<![\w-]){user}@", "<user>@", re.sub(rf"~{user}(?![\w-])", "~<user>", text))
 
 
-def provenance(params: Params, device: str) -> str:
+def provenance_line(params: Params, device: str) -> str:
     """One line: medvit's version and commit, the profile, its parameters' hash, the device and today's date (UTC)."""
-    from . import __version__
-
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    return (f"This page: medvit {__version__} ({source_revision()}), profile {params.profile!r}, parameters {params.hash}, "
+    return (f"This page: medvit {VERSION} ({source_revision()}), profile {params.profile!r}, parameters {params.hash}, "
             f"device {device}, {today}")
 
 
@@ -84,15 +86,11 @@ def header(profile: str, results_dir: str = "results", overrides: Mapping | None
     provenance line, the profile's description and, given ``departures`` (``params -> [str]``), how the
     profile departs from the paper's protocol (for the log of ``medvit reproduce`` and for Jupyter; the book
     shows them compactly with ``about`` at the end of the page). Tables show whole cells."""
-    import pandas as pd
-
-    from .runs import resolve_device
-
     if not isinstance(overrides or {}, Mapping):
         raise ParamsError(f"overrides={overrides!r} should be a dict of Params fields, e.g. {{'repetitions': 1}}")
     params = load_params(profile, results_dir=results_dir, **dict(overrides or {}))
     pd.set_option("display.max_colwidth", None)
-    print(provenance(params, str(resolve_device(params))))
+    print(provenance_line(params, str(resolve_device(params))))
     print(params.description)
     if departures is not None:
         print("Departures from the paper's protocol:", *departures(params), sep="\n- ")
@@ -126,8 +124,6 @@ def show(fig) -> None:
 def cnn_vit_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     """The (CNN, ViT) pairs a figure compares, in the profile's order: its first ResNet with its first DeiT,
     its second with its second, … (the paper's ResNet50 − DeiT-S; Fig 3's sizes)."""
-    from .models.backbones import get_spec
-
     cnns = [m for m in models if get_spec(m).family == "resnet"]
     vits = [m for m in models if get_spec(m).family == "vit"]
     return list(zip(cnns, vits))
@@ -195,8 +191,6 @@ def about(params: Params, departures: Sequence[str] = (), extra: Mapping[str, st
     """The end of a page: how the profile departs from the paper's protocol (collapsed), and the one line
     of provenance (commit, profile, parameters' hash, device, date). ``extra``: more collapsed sections
     (title -> HTML), e.g. the profile's values on the landing page."""
-    from .runs import resolve_device
-
     parts = []
     if departures:
         items = "".join(f"<li>{html.escape(anonymise(d, params))}</li>" for d in departures)
@@ -204,15 +198,13 @@ def about(params: Params, departures: Sequence[str] = (), extra: Mapping[str, st
                      f"({len(departures)})</summary><ul>{items}</ul></details>")
     for title, markup in (extra or {}).items():
         parts.append(f"<details><summary>{html.escape(title)}</summary>{markup}</details>")
-    line = f"{provenance(params, str(resolve_device(params)))}. {params.description}"
+    line = f"{provenance_line(params, str(resolve_device(params)))}. {params.description}"
     parts.append(f'<p class="medvit-provenance">{html.escape(anonymise(line, params))}</p>')
     return HTML(f'<div class="medvit-about">{"".join(parts)}</div>' + STYLE)
 
 
 def values(params: Params) -> HTML:
     """The profile's resolved values as a two-column table (anonymised: the results folder is a path)."""
-    import pandas as pd
-
     rows = [(k, str(v)) for k, v in params.to_dict().items()]
     return table(pd.DataFrame(rows, columns=["setting", "value"]), params=params)
 

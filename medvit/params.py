@@ -134,7 +134,7 @@ class Params:
     @property
     def hash(self) -> str:
         """A short hash of every value but the description: rows with equal hashes ran the same settings."""
-        return settings_hash({k: v for k, v in self.to_dict().items() if k != "description"})
+        return digest({k: v for k, v in self.to_dict().items() if k != "description"})
 
     def settings(self, keys) -> dict:
         """The values of ``keys`` (field names) as plain data, e.g. the settings one experiment reads."""
@@ -148,7 +148,8 @@ class Params:
         return dict(self.dataset_options.get(dataset, {}))
 
 
-def settings_hash(values: dict) -> str:
+def digest(values: dict) -> str:
+    """A short hash of plain ``values`` (sorted JSON): equal values, equal digests."""
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -158,6 +159,13 @@ def _plain(v):
     if dataclasses.is_dataclass(v):
         return dataclasses.asdict(v)
     return v
+
+
+def resolve_profile(profile: str | os.PathLike) -> str:
+    """A profile name as it is; a YAML file's path made absolute against the current directory (the kernel
+    reads it, and papermill's kernel may start elsewhere)."""
+    path = Path(profile)
+    return str(path.expanduser().resolve()) if path.suffix in (".yaml", ".yml") else str(profile)
 
 
 def list_profiles() -> list[str]:

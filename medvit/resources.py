@@ -8,6 +8,7 @@ installed medvit needs no checkout. Everything else in medvit finds these files 
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -16,6 +17,10 @@ from pathlib import Path
 
 # The repository's address, in this one place; the book's repository button, the Colab badges and the
 # Colab install cell are generated from it.
+try:  # set from git when medvit is installed (setuptools-scm): each commit its own version
+    VERSION = importlib.metadata.version("medvit")
+except importlib.metadata.PackageNotFoundError:  # run from a checkout on PYTHONPATH, not installed
+    VERSION = "0.0.0+unknown"
 REPOSITORY_URL = "https://github.com/medvit/medvit"
 # Where Colab opens the pages from: the branch that the book's workflow (.github/workflows/book.yml, `make colab`)
 # publishes the pages' source notebooks to, each at COLAB_FOLDER/<page>.ipynb. Colab reads notebooks from a

@@ -1,25 +1,16 @@
-"""The results store: one JSON file per result row, written atomically, never overwritten; runs claimed
-before they start, so any number of processes (local workers, Slurm jobs on several hosts sharing the
-folder) can work through the same grid.
-
-Layout under ``root`` (e.g. ``results/quick``)::
-
-    rows/<run_id>/<timestamp>-<pid>-<random>.json   one row (strict JSON), never rewritten
-    claims/<run_id>/<generation>.json               one claim per attempt at the run (host, pid, times)
-    quarantine/<run_id>/<file>                      corrupt row files moved aside (with a warning)
-    checkpoints/<run_id>.pt                         written with ``atomic_torch_save``
-
-**Writing.** Every file is written under a unique hidden temporary name in its final folder
-(``.tmp-<name>-<random>.partial``; readers never match it), fsynced, renamed into place and the folder
-fsynced: a file appears complete or not at all. A writer killed mid-way leaves at most a temporary file.
+"""The results store: one JSON file per result row, written atomically (``medvit.files``), never overwritten;
+runs claimed before they start, so any number of processes (local workers, Slurm jobs on several hosts sharing
+the folder) can work through the same grid. Its folders under ``root`` (``<results_dir>/<profile>``) are
+``rows/``, ``claims/`` and ``quarantine/`` (``medvit.layout`` lists them with the rest).
 
 **Rows are strict JSON.** A non-finite float (NaN, ±Infinity) is written as ``null`` and its JSON pointer
 recorded in the row's ``nonfinite`` map (``{"/value": "NaN"}``); reading puts the float back, and a
 ``value`` of ``null`` reads as NaN. Rows written by older versions with bare ``NaN`` tokens are still read.
 
-**Which row counts.** A run is *done* once any of its rows is ``ok``. ``rows()`` gives one row per run:
-its newest ``ok`` row if it has one, else its newest row (``unavailable`` or ``failed``, which are retried).
-A later failure never hides a finished result; ``rows(history=True)`` gives every row.
+**Which row counts.** :func:`current` is the one rule: per run, its newest ``ok`` row among the rows that
+count, else its newest row (``unavailable`` or ``failed``, which are retried); a later failure never hides a
+finished result. ``rows()`` applies it with every row counting; ``medvit.execution.current_rows`` with only the
+rows made with the run's current settings. ``rows(history=True)`` gives every row.
 
 **Corrupt rows.** A row file that is not a JSON object with the required keys (``KEY``, ``status``,
 ``run_id``, ``created_at``) is moved to ``quarantine/`` with a :class:`CorruptRowWarning` naming it; its run
@@ -46,7 +37,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import secrets
 import socket
@@ -79,25 +69,6 @@ class CorruptRowWarning(UserWarning):
 
 def run_id(experiment: str, dataset: str, model: str, init: str, repetition: int) -> str:
     return f"{experiment}__{dataset}__{model}__{init}__r{repetition}"
-
-
-def git_sha() -> str:
-    """The commit of the running medvit (with ``-dirty`` if tracked files differ), or ``unknown``: the
-    checkout's HEAD, or the commit an installed wheel was built from (``medvit.resources.source_revision``)."""
-    from .resources import source_revision
-
-    return str(source_revision())
-
-
-def provenance(device) -> dict:
-    import torch
-
-    device = str(device)
-    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor()
-    from . import __version__
-
-    return {"medvit_version": __version__, "git_sha": git_sha(), "device": device, "device_name": name or platform.machine(),
-            "host": HOST, "torch": torch.__version__}
 
 
 # ---- strict JSON ----------------------------------------------------------------------------------------
@@ -284,33 +255,27 @@ class ResultsStore:
         # pid alone is not unique across hosts (Slurm nodes) nor across threads of one process
         return atomic_write_bytes(folder / f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}.json", data)
 
-    def rows(self, history: bool = False) -> pd.DataFrame:
-        """One row per run: its newest ``ok`` row, else its newest row (with ``history``: every row).
-        Corrupt row files are moved to ``quarantine/`` with a :class:`CorruptRowWarning`."""
-        records = list(self._read("*"))
-        df = pd.DataFrame(records)
+    def rows(self, history: bool = False, run_ids=None) -> pd.DataFrame:
+        """The row that counts per run (:func:`current`, every row counting), or with ``history`` every row;
+        of every run, or of ``run_ids`` only (then only their folders are read). Corrupt row files are moved
+        to ``quarantine/`` with a :class:`CorruptRowWarning`."""
+        patterns = ["*"] if run_ids is None else list(run_ids)
+        df = pd.DataFrame([row for pattern in patterns for row in self._read(pattern)])
         if df.empty:
             return df
         if "value" in df:
             df["value"] = pd.to_numeric(df["value"], errors="coerce")
-        if history:
-            return df
-        ok = (df["status"] == "ok").rename("_ok")
-        return (df.assign(_ok=ok).sort_values(["_ok", "created_at"], kind="stable")
-                .groupby("run_id", as_index=False).tail(1).drop(columns="_ok")
-                .sort_values("created_at", kind="stable").reset_index(drop=True))
-
-    def done(self) -> set[str]:
-        """run_ids with an ``ok`` row (unavailable and failed runs are retried)."""
-        return {r["run_id"] for r in self._read("*") if r["status"] == "ok"}
-
-    def run_rows(self, run_id: str) -> list[dict]:
-        """Every row of ``run_id``, oldest first (reads only that run's rows)."""
-        return sorted(self._read(run_id), key=lambda r: r.get("created_at", ""))
+        return df if history else current(df).sort_values("created_at", kind="stable").reset_index(drop=True)
 
     def is_done(self, run_id: str) -> bool:
-        """Whether ``run_id`` has an ``ok`` row (reads only that run's rows)."""
-        return any(r["status"] == "ok" for r in self._read(run_id))
+        """Whether the row that counts of ``run_id`` is ``ok`` (reads only that run's rows)."""
+        rows = self.rows(run_ids=[run_id])
+        return not rows.empty and bool((rows["status"] == "ok").any())
+
+    def done(self) -> set[str]:
+        """run_ids whose row that counts is ``ok`` (every row counting: :func:`current`)."""
+        rows = self.rows()
+        return set() if rows.empty else set(rows.loc[rows["status"] == "ok", "run_id"])
 
     def _read(self, run_pattern: str) -> Iterator[dict]:
         for path in sorted(self.root.glob(f"rows/{run_pattern}/*.json")):
@@ -425,6 +390,18 @@ def _parse_row(text: bytes, folder_run_id: str) -> tuple[dict | None, str]:
         return None, "its 'nonfinite' is not an object"
     _restore_nonfinite(row)
     return row, ""
+
+
+def current(rows: pd.DataFrame, counts=None) -> pd.DataFrame:
+    """The rule for the row that counts, one per run, used by every reader (workers, launchers, pages): among
+    a run's rows that count (``counts``: a boolean per row, by default all; ``medvit.execution.current_rows``
+    counts only rows made with the run's current settings whose kept checkpoint is still there), its newest
+    ``ok`` row, else its newest row. A later failure never hides a finished result."""
+    if counts is not None:
+        rows = rows[counts]
+    ok = (rows["status"] == "ok").rename("_ok")
+    return (rows.assign(_ok=ok).sort_values(["_ok", "created_at"], kind="stable")
+            .groupby("run_id", as_index=False).tail(1).drop(columns="_ok"))
 
 
 def aggregate(rows: pd.DataFrame, by=GROUP) -> pd.DataFrame:

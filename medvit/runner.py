@@ -1,9 +1,10 @@
 """Reproduce the book: execute each figure notebook with papermill, then build the HTML with Jupyter Book.
 
 The notebooks' sources are MyST Markdown (``book/notebooks/<name>.md``, jupytext's ``myst`` format).
-``reproduce("quick")`` turns each into a notebook in a temporary folder (jupytext), adds the Colab badge and
-install cell, and runs it with papermill — the profile, the results folder and ``force`` as parameters — into
-``<book_dir>/book/_executed/<name>.ipynb``, the page the book renders. The executed notebook is written
+``reproduce("quick")`` first does every page's runs as one grid (``medvit.execution.run_grid``), then turns each
+source into a notebook in a temporary folder (jupytext), adds the Colab badge and install cell, and runs it
+with papermill — the profile and the results folder as parameters, and ``run_missing=False``: the page only
+reads the rows the grid left — into ``<book_dir>/book/_executed/<name>.ipynb``, the page the book renders. The executed notebook is written
 under a temporary name and moved into place only when it ran to the end: a failed one is kept beside the
 page as ``<name>.failed.ipynb`` and the last good page is left as it was. What the notebooks print (one line
 per finished run) is shown live and appended to ``<results_dir>/<profile>/reproduce.log``.
@@ -26,7 +27,12 @@ import threading
 import time
 from pathlib import Path
 
-from .params import load_params
+from .execution import run_grid
+from .device import available_cores
+from .figures import FIGURES
+from .files import atomic_path
+from .layout import Layout, resolve_results_dir
+from .params import load_params, resolve_profile
 from .resources import (REPOSITORY_URL, book_sources, checkout, colab_path, colab_url, pip_requirement,
                         source_revision)
 
@@ -39,8 +45,6 @@ INSTALLED_BOOK_DIR = "medvit-book"  # in the current directory, for an installed
 def notebooks() -> dict[str, str]:
     """The book's executable pages, in the order they run, by key for --only: the landing page, then each
     figure's notebook from the figure registry (``medvit.figures.FIGURES``: one list of figures)."""
-    from .figures import FIGURES  # imports torch: only when notebooks are looked up, never for --help
-
     return {"intro": "intro", **{name: module.NOTEBOOK for name, module in FIGURES.items()}}
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -181,22 +185,11 @@ def _kernel_manager_class(threads: int | None = None):
     return IPCKernelManager
 
 
-def resolve_profile(profile: str | os.PathLike) -> str:
-    """A profile name as it is; a YAML file's path made absolute against the current directory (the kernel
-    reads it, and papermill's kernel may start elsewhere)."""
-    path = Path(profile)
-    return str(path.expanduser().resolve()) if path.suffix in (".yaml", ".yml") else str(profile)
-
-
-def resolve_results_dir(results_dir: str | os.PathLike) -> Path:
-    """``results_dir`` made absolute against the current directory (the user's, not the repository)."""
-    return Path(results_dir).expanduser().resolve()
-
-
 def execute_notebook(key: str, profile: str | os.PathLike, results_dir: str | os.PathLike, force: bool = False,
                      book_dir: str | os.PathLike | None = None, kernel: str = "python3",
-                     stdout=None, stderr=None, threads: int | None = None) -> Path:
-    """Execute one book notebook for ``profile`` into ``<book_dir>/book/_executed/<name>.ipynb``.
+                     stdout=None, stderr=None, threads: int | None = None, run_missing: bool = True) -> Path:
+    """Execute one book notebook for ``profile`` into ``<book_dir>/book/_executed/<name>.ipynb``. With
+    ``run_missing`` the page does the runs it lacks (``medvit.execution.figure_rows``); without, it only reads.
 
     The page is replaced only when the notebook ran to the end. On an error the executed notebook is kept as
     ``<name>.failed.ipynb`` beside the page and NotebookFailed names it. ``stdout`` and ``stderr`` (open
@@ -213,7 +206,7 @@ def execute_notebook(key: str, profile: str | os.PathLike, results_dir: str | os
     name = sources[key].stem
     page, failed = executed / f"{name}.ipynb", executed / f"{name}.failed.ipynb"
     parameters = {"profile": resolve_profile(profile), "results_dir": str(resolve_results_dir(results_dir)),
-                  "force": force}
+                  "force": force, "run_missing": run_missing}
     with tempfile.TemporaryDirectory(prefix=f"medvit-{name}-") as tmp:
         generated = Path(tmp) / f"{name}.ipynb"  # the notebook made from the MyST source
         running = Path(tmp) / f"{name}.executed.ipynb"
@@ -233,9 +226,8 @@ def execute_notebook(key: str, profile: str | os.PathLike, results_dir: str | os
                                      ) from None
             raise
         _prepare_for_book(running)
-        staged = executed / f".{name}.{os.getpid()}.ipynb"  # on the page's file system, so the move is atomic
-        shutil.copyfile(running, staged)
-        os.replace(staged, page)
+        with atomic_path(page) as staged:
+            shutil.copyfile(running, staged)
     failed.unlink(missing_ok=True)
     return page
 
@@ -270,14 +262,16 @@ class _Tee:
 
 def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: bool = False,
               results_dir: str | os.PathLike | None = None, book_dir: str | os.PathLike | None = None,
-              out=None) -> list[Path]:
-    """Execute the book's notebooks for ``profile`` (all, or the keys in ``only``) into
-    ``<book_dir>/book/_executed``, resuming finished runs. What the notebooks print goes to ``out`` (the
+              out=None, grid: bool = True) -> list[Path]:
+    """Do the runs of the pages ``only`` (default: all) as one grid, then execute those pages for ``profile``
+    into ``<book_dir>/book/_executed``, reading the rows the grid left. ``grid=False``: a launcher did the runs
+    (``medvit reproduce --launcher``); only the pages are executed. What is printed goes to ``out`` (the
     terminal) and to ``<results_dir>/<profile>/reproduce.log``."""
     out = out or sys.stdout
     profile = resolve_profile(profile)
     params = load_params(profile)
     results_dir = resolve_results_dir(results_dir or params.results_dir)
+    params = dataclasses.replace(params, results_dir=str(results_dir))
     sources = available_notebooks()
     if not sources:
         raise FileNotFoundError(f"no notebooks to execute: no {', '.join(notebooks().values())} (.md) in "
@@ -287,50 +281,42 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; available: {', '.join(sources)}")
     book_dir = Path(book_dir or default_book_dir())
-    log_path = results_dir / params.profile / "reproduce.log"
+    log_path = Layout.of(params).reproduce_log
     with _open_log(log_path, out) as log_file:
         tee = _Tee(out, log_file)
         now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         tee.write(f"medvit reproduce --profile {params.profile} ({now}, medvit {source_revision()}): "
-                  f"{len(keys)} notebook(s), results in {results_dir / params.profile}, log {log_path}\n")
-        figures = _figures_of(keys)
-        if figures:  # every page's runs first, as one grid (cpu_runs workers share them), then the pages
-            from .experiments import run_grid  # torch: not for --help
-
+                  f"{len(keys)} notebook(s), results in {Layout.of(params).root}, log {log_path}\n")
+        figures = _figures_of(keys) if grid else []
+        if figures:
             start = time.perf_counter()
             with contextlib.redirect_stdout(tee):
-                run_grid(dataclasses.replace(params, results_dir=str(results_dir)), figures, force=force)
+                run_grid(params, figures, force=force)
             tee.write(f"runs of {', '.join(figures)}: done in {time.perf_counter() - start:.0f} s\n")
-            force = False  # the pages find them done
-        done = _execute_pages(keys, sources, profile, results_dir, book_dir, force, params, tee, log_file)
+        done = _execute_pages(keys, sources, profile, results_dir, book_dir, params.cpu_runs, tee, log_file)
         tee.write(f"reproduce: {len(done)} of {len(keys)} notebook(s) executed into {book_dir / EXECUTED}\n")
     return done
 
 
-def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, force: bool, params, tee,
+def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, lanes: int, tee,
                    log_file) -> list[Path]:
-    """Execute the pages ``keys``, ``params.cpu_runs`` at a time (each page is a kernel of its own, mostly
-    importing and drawing, with its share of the cores as threads: with all of them each, two pages side by
-    side took 123 s instead of 98 s), in their order as lanes free up. Two pages that would still do a run in common
-    (the landing page and Fig 1 both retry Fig 1's unavailable runs) never run together, so no page finds
-    its runs claimed by the other. What a page prints is shown line by line, prefixed with its key when
-    pages run side by side. The first page that fails stops the others from starting; its error is raised
-    once the running ones have ended. Returns the executed pages in the order of ``keys``."""
+    """Execute the pages ``keys``, ``lanes`` at a time, each reading the rows the grid left (a page is a kernel
+    of its own, mostly importing and drawing; side by side each gets its share of the cores as threads), in
+    their order as lanes free up. What a page prints is shown line by line, prefixed with its key when pages
+    run side by side. The first page that fails stops the others from starting; its error is raised once the
+    running ones have ended. Returns the executed pages in the order of ``keys``."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    lanes = max(1, min(params.cpu_runs, len(keys)))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // lanes) if lanes > 1 else None  # side by side: each kernel its share of the cores
-    todo = _runs_left(dataclasses.replace(params, results_dir=str(results_dir)), keys, sources) if lanes > 1 else \
-        dict.fromkeys(keys, set())
+    lanes = max(1, min(lanes, len(keys)))
+    threads = max(1, available_cores() // lanes) if lanes > 1 else None
     position = {key: i for i, key in enumerate(keys, 1)}
 
     def page(key):
         start = time.perf_counter()
         tee.write(f"[{position[key]}/{len(keys)}] {key}: executing {sources[key].name}\n")
         out = _LinePrefix(tee, f"{key} | ") if lanes > 1 else tee
-        path = execute_notebook(key, profile, results_dir, force=force, book_dir=book_dir, stdout=out,
-                                stderr=log_file, threads=threads)
+        path = execute_notebook(key, profile, results_dir, book_dir=book_dir, stdout=out, stderr=log_file,
+                                threads=threads, run_missing=False)
         out.flush()
         tee.write(f"[{position[key]}/{len(keys)}] {key}: done in {time.perf_counter() - start:.0f} s -> {path}\n")
         return path
@@ -338,15 +324,9 @@ def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, fo
     done, waiting, running, failure = {}, list(keys), {}, None
     with ThreadPoolExecutor(lanes) as pool:
         while running or (waiting and failure is None):
-            busy = set().union(*(todo[k] for k in running.values()))
-            for key in list(waiting):
-                if failure is not None or len(running) == lanes:
-                    break
-                if todo[key] & busy:
-                    continue
+            while waiting and failure is None and len(running) < lanes:
+                key = waiting.pop(0)
                 running[pool.submit(page, key)] = key
-                waiting.remove(key)
-                busy |= todo[key]
             ended, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in ended:
                 key = running.pop(future)
@@ -357,19 +337,6 @@ def _execute_pages(keys, sources, profile, results_dir: Path, book_dir: Path, fo
     if failure is not None:
         raise failure
     return [done[k] for k in keys]
-
-
-def _runs_left(params, keys: list[str], sources: dict[str, Path]) -> dict[str, set[str]]:
-    """Per page, the ids of the runs its notebook may still try: those of its figure's plan that are not ``ok``
-    under the current settings (after the grid, the unavailable ones, which a page retries); none for a page
-    that does no runs (its source never calls ``run_experiment``, like Fig 4's, which reads checkpoints)."""
-    from .launch import pending_runs
-
-    left = {}
-    for key in keys:
-        figures = _figures_of([key]) if "run_experiment(" in sources[key].read_text() else []
-        left[key] = {r.run_id for r in pending_runs(params, figures, retry_unavailable=True)} if figures else set()
-    return left
 
 
 class _LinePrefix:
@@ -395,8 +362,6 @@ class _LinePrefix:
 
 def _figures_of(keys: list[str]) -> list[str]:
     """The figures whose runs the pages ``keys`` show (the landing page shows Fig 1's)."""
-    from .figures import FIGURES
-
     return list(dict.fromkeys("fig1" if key == "intro" else key for key in keys if key == "intro" or key in FIGURES))
 
 

@@ -169,7 +169,7 @@ def smoke_results_built(tmp_path_factory) -> Path:
     """A results folder holding every run of the smoke profile's grid (all figures: ``<folder>/smoke/``), done
     once per test run. Shared: a test that adds, changes or deletes anything in it takes ``smoke_results``."""
     from medvit import load_params
-    from medvit.experiments import run_grid
+    from medvit.execution import run_grid
 
     folder = tmp_path_factory.mktemp("smoke-results")
     run_grid(load_params("smoke", results_dir=str(folder)))

@@ -110,11 +110,11 @@ def test_fig5_runs_store_distances_and_the_figure_shows_missing_checkpoints_with
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medvit import run_experiment
+    from medvit import figure_rows
     from medvit.plots.fig5 import fig5_figure, fig5_table
 
     params = load_params("smoke", results_dir=str(tmp_path), fig1_inits=["random"], attention_images=4)
-    rows = run_experiment(params, "fig5")
+    rows = figure_rows(params, "fig5")
     backbone = rows[rows["experiment"] == "attention"].iloc[0]
     assert backbone["status"] == "ok" and backbone["n_images"] == 4
     assert np.asarray(backbone["distances"]).shape == (12, 3)

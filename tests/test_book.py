@@ -22,12 +22,13 @@ import pytest
 import yaml
 
 import medvit
-from medvit import experiments, resources, runner
-from medvit.experiments import plan, results_store
+from medvit import resources, runner
+from medvit.figures import figure
+from medvit.execution import results_store
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / runner.SOURCES).glob("*.md"))
-PARAMETERS = ["profile", "results_dir", "force", "overrides"]
+PARAMETERS = ["profile", "results_dir", "force", "run_missing", "overrides"]
 
 
 def code_cells(nb):
@@ -162,20 +163,21 @@ def test_relative_profile_and_results_paths_are_the_users_current_directory(tmp_
     (work / "mine.yaml").write_text((REPO / "params" / "smoke.yaml").read_text())
     monkeypatch.chdir(work)
     grids = []
-    monkeypatch.setattr(experiments, "run_grid", lambda params, figures, force: grids.append(params))  # not the subject
+    monkeypatch.setattr(runner, "run_grid", lambda params, figures, force: grids.append(params))  # not the subject
     fake = FakePapermill()
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     runner.reproduce("mine.yaml", only=["intro"], results_dir="res", book_dir=tmp_path / "book", out=io.StringIO())
     assert [p.results_dir for p in grids] == [str(work / "res")], "the runs go where the pages look"
     call = fake.calls[0]
-    assert call["parameters"] == {"profile": str(work / "mine.yaml"), "results_dir": str(work / "res"), "force": False}
+    assert call["parameters"] == {"profile": str(work / "mine.yaml"), "results_dir": str(work / "res"), "force": False,
+                                  "run_missing": False}
     assert call["cwd"] == str(work), "the kernel starts where the user is"
     assert (work / "res" / "mine" / "reproduce.log").is_file()
     assert (tmp_path / "book" / runner.EXECUTED / "intro.ipynb").is_file()
 
 
 def test_reproduce_shows_what_the_notebooks_print_live_and_logs_it_beside_the_results(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: print("run_grid: 4 runs planned"))
+    monkeypatch.setattr(runner, "run_grid", lambda *a, **k: print("run_grid: 4 runs planned"))
     monkeypatch.setattr(papermill, "execute_notebook", FakePapermill(prints="run fig1__x ok auc=0.71 in 2 s\n"))
     out = io.StringIO()
     runner.reproduce("smoke", only=["fig1", "fig3"], results_dir=tmp_path / "results", book_dir=tmp_path, out=out)
@@ -192,12 +194,14 @@ class TimedPapermill(FakePapermill):
 
     def __init__(self, seconds=0.3, fail=()):
         self.seconds, self.fail_pages, self.running, self.together, self.started = seconds, fail, set(), [], []
+        self.parameters = []
         self.lock = threading.Lock()
 
     def __call__(self, input_path, output_path, parameters, cwd, stdout_file=None, **kwargs):
         name = Path(output_path).name.split(".")[0]
         with self.lock:
             self.started.append(name)
+            self.parameters.append(parameters)
             self.running.add(name)
             self.together.append(set(self.running))
         stdout_file.write(f"{name}: 3 runs planned")
@@ -211,39 +215,39 @@ class TimedPapermill(FakePapermill):
             raise papermill.PapermillExecutionError(3, 3, "load_params(...)", "ParamsError", "unknown profile", ["tb"])
 
 
-def test_pages_run_side_by_side_but_never_two_that_would_retry_the_same_run(tmp_path, monkeypatch):
+def test_the_grid_runs_once_then_pages_only_read_side_by_side(tmp_path, monkeypatch):
     (tmp_path / "two.yaml").write_text((REPO / "params" / "smoke.yaml").read_text() + "\ncpu_runs: 2\n")
-    monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: None)  # the runs are not this test's subject
-    left = {"intro": {"fig1_unavailable"}, "fig1": {"fig1_unavailable"}, "fig2": set(), "fig3": set()}
-    monkeypatch.setattr(runner, "_runs_left", lambda params, keys, sources: {k: left[k] for k in keys})
+    grids = []
+    monkeypatch.setattr(runner, "run_grid", lambda params, figures, force: grids.append(figures))
     fake = TimedPapermill()
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     out = io.StringIO()
     keys = ["intro", "fig1", "fig2", "fig3"]
     pages = runner.reproduce(tmp_path / "two.yaml", only=keys, results_dir=tmp_path / "results", book_dir=tmp_path,
                              out=out)
+    assert grids == [["fig1", "fig2", "fig3"]], "one grid of every page's runs, before any page"
     assert [p.stem for p in pages] == ["intro", "fig1_finetune_knn", "fig2_segmentation", "fig3_capacity"]
+    assert {p["run_missing"] for p in fake.parameters} == {False}, "the pages only read what the grid left"
     assert max(map(len, fake.together)) == 2, "two pages at a time"
-    assert not any({"intro", "fig1_finetune_knn"} <= together for together in fake.together)
-    assert set(fake.started[:2]) == {"intro", "fig2_segmentation"}, "fig1 waits for the page retrying its runs"
+    assert set(fake.started[:2]) == {"intro", "fig1_finetune_knn"}, "in their order: no page waits for another"
     text = out.getvalue()
     for key, name in [("intro", "intro"), ("fig2", "fig2_segmentation")]:
         assert f"{key} | {name}: 3 runs planned, 3 ok\n" in text, "each page's lines whole, with its key"
     assert "4 of 4 notebook(s)" in text
 
 
-def test_the_runs_a_page_may_retry_are_its_figures_not_ok_ones_and_none_for_a_page_that_only_reads(tmp_path):
-    params = medvit.load_params("smoke", results_dir=str(tmp_path))  # an empty store: every run is still to do
-    left = runner._runs_left(params, ["intro", "fig1", "fig3", "fig4"], runner.available_notebooks())
-    assert left["intro"] == left["fig1"] == {r.run_id for r in plan(params, "fig1")}
-    assert left["fig3"] & left["fig1"], "Fig 3's page retries Fig 1's runs it shows"
-    assert left["fig4"] == set(), "Fig 4's page reads checkpoints and does no run"
+def test_a_launcher_did_the_runs_then_reproduce_only_executes_the_pages(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run_grid", lambda *a, **k: pytest.fail("the launcher did the runs"))
+    fake = TimedPapermill(0.0)
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    runner.reproduce("smoke", only=["fig2"], results_dir=tmp_path / "r", book_dir=tmp_path, out=io.StringIO(),
+                     grid=False)
+    assert fake.started == ["fig2_segmentation"]
 
 
 def test_a_failing_page_stops_the_pages_after_it_and_is_raised_once_the_running_one_ended(tmp_path, monkeypatch):
     (tmp_path / "two.yaml").write_text((REPO / "params" / "smoke.yaml").read_text() + "\ncpu_runs: 2\n")
-    monkeypatch.setattr(experiments, "run_grid", lambda *a, **k: None)
-    monkeypatch.setattr(runner, "_runs_left", lambda params, keys, sources: dict.fromkeys(keys, set()))
+    monkeypatch.setattr(runner, "run_grid", lambda *a, **k: None)
     fake = TimedPapermill({"fig1_finetune_knn": 1.0, "fig2_segmentation": 0.1}, fail=("fig2_segmentation",))
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     with pytest.raises(runner.NotebookFailed, match="fig2_segmentation.md failed in cell 3"):
@@ -294,14 +298,14 @@ def test_an_installed_medvit_writes_its_book_in_the_current_directory(tmp_path, 
 def test_reproduce_resumes_without_redoing_finished_runs(smoke_results, capsys):
     """Interrupted after the fine-tunings: the smoke results without the k-NN runs' rows (cheap to redo)."""
     params = medvit.load_params("smoke", results_dir=str(smoke_results), fig1_inits=["random"])
-    runs = plan(params, "fig1")
+    runs = figure("fig1").plan(params)
     store = results_store(params)
     unfinished = [r for r in runs if r.experiment == "knn"]
     assert 0 < len(unfinished) < len(runs)
     for run in unfinished:
         shutil.rmtree(store.root / "rows" / run.run_id)
     before = {p: p.stat().st_mtime_ns for p in store.root.rglob("rows/*/*.json")}
-    rows = medvit.run_experiment(params, "fig1")
+    rows = medvit.figure_rows(params, "fig1")
     out = capsys.readouterr().out
     assert f"{len(runs) - len(unfinished)} already done, {len(unfinished)} to run" in out
     assert len(rows) == len(runs) and set(rows["status"]) == {"ok"}
@@ -348,14 +352,14 @@ def test_smoke_profile_reproduces_and_builds_the_book_with_every_figure(smoke_bo
 def test_a_changed_setting_reruns_what_reads_it_and_never_mixes_rows(smoke_results, capsys):
     small = dict(results_dir=str(smoke_results), fig1_models=["resnet18"], fig1_inits=["random"])
     params = medvit.load_params("smoke", **small)
-    medvit.run_experiment(params, "fig1")
+    medvit.figure_rows(params, "fig1")
     assert "to run" not in capsys.readouterr().out, "the smoke results hold these runs"
     changed = medvit.load_params("smoke", knn_k=7, **small)
-    medvit.run_experiment(changed, "fig1")
+    medvit.figure_rows(changed, "fig1")
     out = capsys.readouterr().out
     assert "1 already done, 1 to run" in out and "knn__synthetic_shapes__resnet18__random__r0: ok" in out
     assert "1 older rows made with other settings are kept as history and not shown" in out
-    rows = medvit.run_experiment(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1")
+    rows = medvit.figure_rows(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1")
     assert "to run" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
     assert sorted(rows["k"].dropna()) == [20.0], "the rows shown are those of the current settings"
 

@@ -143,7 +143,7 @@ def test_a_full_disk_is_one_line_naming_the_file(monkeypatch, capsys):
 
 def test_a_failed_run_is_one_line_naming_it(monkeypatch, capsys):
     import medvit.runner
-    from medvit.experiments import RunFailed
+    from medvit.execution import RunFailed
 
     def fails(*args, **kwargs):
         raise RunFailed("finetune__x__resnet18__random__r0", "TrainingDiverged: diverged: training loss 3e8 at epoch 2\n"

@@ -9,11 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import medvit.runs
+import medvit.device
 from medvit import load_params
-from medvit.experiments import EXPERIMENTS, FIGURES, RunFailed, results_store, run_experiment
+from medvit.experiments import EXPERIMENTS
+from medvit.figures import FIGURES
+from medvit.execution import RunFailed, figure_rows, results_store
 from medvit.pretrain import dino_precision
-from medvit.runs import DeviceUnavailable, Experiment, RunUnavailable, grid, resolve_device
+from medvit.device import DeviceUnavailable, resolve_device
+from medvit.runs import Experiment, RunUnavailable, grid
 from medvit.train import resolve_precision
 
 
@@ -55,12 +58,12 @@ def gpu_torch_cannot_use(monkeypatch, tmp_path):
     driver = tmp_path / "nvidia"
     driver.mkdir()
     (driver / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.57.02  Tue Jul 13 2021\n")
-    monkeypatch.setattr(medvit.runs, "NVIDIA_DRIVER_DIR", driver)
-    monkeypatch.setattr(medvit.runs.shutil, "which", lambda cmd: "/usr/bin/nvidia-smi" if cmd == "nvidia-smi" else None)
+    monkeypatch.setattr(medvit.device, "NVIDIA_DRIVER_DIR", driver)
+    monkeypatch.setattr(medvit.device.shutil, "which", lambda cmd: "/usr/bin/nvidia-smi" if cmd == "nvidia-smi" else None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(medvit.runs, "_device_note_printed", False)
+    monkeypatch.setattr(medvit.device, "_device_note_printed", False)
 
 
 def test_a_gpu_torch_cannot_use_is_said_once_with_what_to_install(gpu_torch_cannot_use, capsys):
@@ -81,9 +84,9 @@ def test_a_cpu_only_torch_beside_a_gpu_says_so(gpu_torch_cannot_use, monkeypatch
 
 
 def test_no_gpu_visible_says_nothing(monkeypatch, capsys):
-    monkeypatch.setattr(medvit.runs, "nvidia_gpu_visible", lambda: False)
+    monkeypatch.setattr(medvit.device, "nvidia_gpu_visible", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(medvit.runs, "_device_note_printed", False)
+    monkeypatch.setattr(medvit.device, "_device_note_printed", False)
     assert resolve_device(load_params("smoke")) == torch.device("cpu")
     assert capsys.readouterr().out == ""
 
@@ -111,7 +114,7 @@ def test_device_cuda_without_cuda_is_one_error_before_any_run(gpu_torch_cannot_u
     params = load_params("smoke", results_dir=str(tmp_path), device="cuda")
     with pytest.raises(DeviceUnavailable, match=r"device='cuda' but torch sees no CUDA device here \(an NVIDIA GPU "
                                                 r"is here \(driver 470\.57\.02\)") as err:
-        run_experiment(params, "figfake")
+        figure_rows(params, "figfake")
     assert isinstance(err.value, ValueError) and "\n" not in str(err.value)  # the command line prints one line
     assert fake_figure == [] and results_store(params).rows().empty
 
@@ -127,7 +130,7 @@ def test_every_printed_line_and_every_row_names_its_device(fake_figure, tmp_path
     params = load_params("smoke", results_dir=str(tmp_path), repetitions=1, device="cpu")
     with pytest.raises(RunFailed, match=r"^run fake__synthetic_shapes__deit_tiny__imagenet__r0 failed: "
                                         r"ZeroDivisionError: boom \(its failed row holds the traceback\)$"):
-        run_experiment(params, "figfake")
+        figure_rows(params, "figfake")
     out = capsys.readouterr().out
     run_lines = [line for line in out.splitlines() if line.startswith("  [")]
     assert len(run_lines) == 4 and all(line.endswith(" s on cpu)") for line in run_lines), run_lines

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from medvit import load_params
-from medvit.experiments import execute_run, plan, results_store, run_experiment
-from medvit.figures import fig1
-from medvit.launch import waves
+from medvit.execution import execute_run, figure_rows, results_store
+from medvit.experiments import settings_hash, waves
+from medvit.figures import figure
 from medvit.params import ParamsError
-from medvit.runs import Run, pretrained_weights, pretraining_checkpoint, split_pretraining
+from medvit.runs import Run, split_pretraining
+from medvit.experiments.inputs import pretrained_weights, pretraining_checkpoint
 
 INIT = "random+dino_indomain"
 TINY_DINO = {"epochs": 2, "batch_size": 16, "n_local_crops": 2, "out_dim": 128, "hidden_dim": 128,
@@ -29,7 +30,7 @@ def tiny(tmp_path, **overrides):
 
 def test_the_plan_puts_one_pretraining_before_the_runs_that_start_from_it(tmp_path):
     params = tiny(tmp_path, repetitions=3, fig1_models=["resnet18", "deit_tiny"])
-    runs = plan(params, "fig1")
+    runs = figure("fig1").plan(params)
     pre = [r for r in runs if r.experiment == "pretrain_dino"]
     assert pre == [Run("pretrain_dino", "synthetic_shapes", "deit_tiny", INIT, 0)] and runs[0] == pre[0]
     # dino_models names deit_tiny only: resnet18 has no in-domain run; deit_tiny's 3 repetitions x 2 evaluations
@@ -38,11 +39,11 @@ def test_the_plan_puts_one_pretraining_before_the_runs_that_start_from_it(tmp_pa
     assert sum(r.init == INIT for r in runs) == 1 + 2 * 3
     # Figs 3-5 read the same pretraining: it is in their plans too, once
     for name in ("fig4", "fig5"):
-        assert [r for r in plan(params, name) if r.experiment == "pretrain_dino"] == pre
+        assert [r for r in figure(name).plan(params) if r.experiment == "pretrain_dino"] == pre
     # the launchers' waves, run by run: what starts from the pretraining comes after it, what reads a fine-tuned
     # checkpoint after that fine-tuning; every other run starts at once
     finetuned = Run("finetune", "synthetic_shapes", "deit_tiny", INIT, 0)
-    shown = [[(r.experiment, r.init) for r in wave] for wave in waves(plan(params, "fig5") + [finetuned])]
+    shown = [[(r.experiment, r.init) for r in wave] for wave in waves(figure("fig5").plan(params) + [finetuned])]
     assert shown == [[("pretrain_dino", INIT), ("attention", "random"), ("attention_finetuned", "random")],
                      [("attention", INIT), ("finetune", INIT)],
                      [("attention_finetuned", INIT)]]
@@ -62,18 +63,19 @@ def test_in_domain_inits_need_their_datasets_and_are_not_for_segmentation():
 
 
 def test_fine_tuning_and_knn_start_from_the_pretraining_which_is_done_once(tmp_path, monkeypatch):
-    import medvit.figures.fig1 as fig1_module
+    from medvit.experiments import finetune, knn, pretrain_dino
 
     params = tiny(tmp_path)
     loaded = []
-    real = fig1_module.create_model
+    real = finetune.create_model
 
     def spy(name, init="random", **kw):
         loaded.append((init, kw.get("weights_file")))
         return real(name, init, **kw)
 
-    monkeypatch.setattr(fig1_module, "create_model", spy)
-    rows = run_experiment(params, "fig1")
+    for executor in (finetune, knn, pretrain_dino):
+        monkeypatch.setattr(executor, "create_model", spy)
+    rows = figure_rows(params, "fig1")
     assert set(rows["status"]) == {"ok"} and len(rows) == 5
     pre, evaluations = split_pretraining(rows)
     assert len(pre) == 1 and len(evaluations) == 4
@@ -92,9 +94,9 @@ def test_fine_tuning_and_knn_start_from_the_pretraining_which_is_done_once(tmp_p
     # a changed fine-tuning setting reruns the fine-tuning, not the pretraining
     stamp = path.stat().st_mtime_ns
     changed = tiny(tmp_path, train={"epochs": 2})
-    rows = run_experiment(changed, "fig1")
+    rows = figure_rows(changed, "fig1")
     assert path.stat().st_mtime_ns == stamp
-    assert len(results_store(changed).run_rows(pre.iloc[0]["run_id"])) == 1  # one pretraining row, ever
+    assert len(results_store(changed).rows(history=True, run_ids=[pre.iloc[0]["run_id"]])) == 1  # one pretraining row, ever
 
 
 def test_changed_dino_settings_name_a_new_checkpoint_and_make_dependents_stale(tmp_path):
@@ -109,9 +111,9 @@ def test_changed_dino_settings_name_a_new_checkpoint_and_make_dependents_stale(t
 
     other = tiny(tmp_path, dino={**TINY_DINO, "epochs": 3})
     assert pretraining_checkpoint(other, run) != pretraining_checkpoint(params, run)
-    assert fig1.FINETUNE.settings_hash(other, run) != fig1.FINETUNE.settings_hash(params, run)
+    assert settings_hash(other, run) != settings_hash(params, run)
     plain = Run("finetune", "synthetic_shapes", "deit_tiny", "random", 0)  # a random-init run does not read dino
-    assert fig1.FINETUNE.settings_hash(other, plain) == fig1.FINETUNE.settings_hash(params, plain)
+    assert settings_hash(other, plain) == settings_hash(params, plain)
 
 
 def test_pretraining_findings_say_whether_the_loss_fell_and_whether_the_teacher_collapsed():

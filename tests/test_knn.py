@@ -194,7 +194,7 @@ def test_knn_evaluate_reports_the_k_that_voted(rng):
 
 def test_a_knn_row_records_the_k_used_and_the_k_requested(tmp_path):
     from medvit import load_params
-    from medvit.experiments import execute_run, results_store
+    from medvit.execution import execute_run, results_store
     from medvit.runs import Run
 
     params = load_params("smoke", knn_k=10000, results_dir=str(tmp_path),

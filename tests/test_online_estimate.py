@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from medvit import load_params
-from medvit.experiments import grid_runs, results_store, settings_hash
+from medvit.execution import grid_runs, results_store
+from medvit.experiments import settings_hash
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "online_estimate.py"
 
@@ -25,7 +26,7 @@ def test_each_missing_pretrained_run_costs_its_random_twin(tmp_path):
     seconds = {}
     for i, run in enumerate(grid_runs(params)):
         row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
-               "repetition": run.repetition, "settings_hash": settings_hash(run, params)}
+               "repetition": run.repetition, "settings_hash": settings_hash(params, run)}
         if run.init == "random":
             seconds[run.run_id] = 10.0 + i
             store.append({**row, "status": "ok", "wall_time_s": seconds[run.run_id], "value": 0.5})

@@ -10,9 +10,12 @@ from torch import nn
 
 from medvit import TrainConfig, create_dataset, finetune, load_params
 from medvit.data import DataMissing
-from medvit.experiments import EXPERIMENTS, FIGURES, RunFailed, current_rows, results_store, run_experiment
-from medvit.runs import (Experiment, Run, RunUnavailable, checkpoint_path, grid, load_checkpoint, profile_dataset,
-                         save_checkpoint)
+from medvit.experiments import EXPERIMENTS
+from medvit.figures import FIGURES
+from medvit.execution import RunFailed, current_rows, figure_rows, results_store
+from medvit.runs import Experiment, Run, RunUnavailable, grid
+from medvit.layout import Layout
+from medvit.experiments.inputs import load_checkpoint, profile_dataset, save_checkpoint
 
 
 @pytest.fixture
@@ -34,23 +37,23 @@ def fake_figure(monkeypatch):
 
 def test_a_figure_runs_what_is_missing_once_and_resumes(fake_figure, tmp_path, capsys):
     params = load_params("smoke", results_dir=str(tmp_path), repetitions=2)
-    rows = run_experiment(params, "figfake")
+    rows = figure_rows(params, "figfake")
     assert len(rows) == 8 and len(fake_figure) == 8
     assert sorted(rows["status"].value_counts().items()) == [("ok", 6), ("unavailable", 2)]
     out = capsys.readouterr().out
     assert "[1/8] fake__synthetic_shapes__resnet18__random__r0: ok, score 20.0000" in out  # one line per run
     assert "6 ok, 2 unavailable, 0 failed" in out
-    run_experiment(params, "figfake")
+    figure_rows(params, "figfake")
     assert len(fake_figure) == 10  # only the two unavailable runs are tried again
 
 
 def test_a_changed_setting_reruns_only_the_experiments_that_read_it(fake_figure, tmp_path, capsys):
     params = load_params("smoke", results_dir=str(tmp_path), repetitions=1)
-    run_experiment(params, "figfake")
-    run_experiment(load_params("smoke", results_dir=str(tmp_path), repetitions=1, train={"epochs": 9}), "figfake")
+    figure_rows(params, "figfake")
+    figure_rows(load_params("smoke", results_dir=str(tmp_path), repetitions=1, train={"epochs": 9}), "figfake")
     assert len(fake_figure) == 4 + 1  # train.epochs is not read by 'fake': only the unavailable run again
     changed = load_params("smoke", results_dir=str(tmp_path), repetitions=1, knn_k=7)
-    rows = run_experiment(changed, "figfake")
+    rows = figure_rows(changed, "figfake")
     assert len(fake_figure) == 5 + 4 and set(rows.loc[rows["status"] == "ok", "value"]) == {7.0}
     assert "older rows made with other settings are kept as history and not shown" in capsys.readouterr().out
     rows, other = current_rows(changed, FIGURES["figfake"].plan(changed), results_store(changed))
@@ -67,7 +70,7 @@ def test_a_failed_run_leaves_a_failed_row_and_raises(monkeypatch, tmp_path):
     params = load_params("smoke", results_dir=str(tmp_path))
     with pytest.raises(RunFailed, match=r"^run fake__synthetic_shapes__resnet18__random__r0 failed: "
                                         r"ZeroDivisionError: boom \(its failed row holds the traceback\)$") as err:
-        run_experiment(params, "figfake")
+        figure_rows(params, "figfake")
     assert err.value.run_id == "fake__synthetic_shapes__resnet18__random__r0"
     assert err.value.reason == "ZeroDivisionError: boom"
     assert isinstance(err.value.__cause__, ZeroDivisionError)
@@ -107,7 +110,7 @@ def test_a_diverged_run_is_failed_with_the_reason_and_the_next_run_still_runs(mo
     with pytest.raises(RunFailed, match=r"^run fake__synthetic_shapes__resnet18__random__r0 failed: "
                                         r"TrainingDiverged: tinynet/random on synthetic_shapes: diverged: "
                                         r"training loss \S+ at epoch 1, \S+× its start") as err:
-        run_experiment(params, "figfake")
+        figure_rows(params, "figfake")
     assert "\n" not in str(err.value)
     rows = results_store(params).rows().set_index("model")
     assert rows.loc["resnet18", "status"] == "failed" and "diverged: training loss" in rows.loc["resnet18", "reason"]
@@ -125,7 +128,7 @@ def test_a_deleted_checkpoint_is_made_again_and_the_run_reading_it_then_works(mo
         made.append(run.run_id)
         save_checkpoint(nn.Linear(2, 2), run, params)
         if corrupt:  # the first checkpoint is damaged after it was written (a full disk, a killed copy)
-            checkpoint_path(params, run).write_bytes(b"not a checkpoint")
+            Layout.of(params).checkpoint(run.run_id).write_bytes(b"not a checkpoint")
             corrupt.clear()
         return {"metric": "score", "value": 1.0, "metrics": {"score": 1.0}}
 
@@ -141,14 +144,14 @@ def test_a_deleted_checkpoint_is_made_again_and_the_run_reading_it_then_works(mo
     monkeypatch.setitem(FIGURES, "figfake", SimpleNamespace(plan=lambda p: runs))
     params = load_params("smoke", results_dir=str(tmp_path), repetitions=1)
     with pytest.raises(RunFailed, match="cannot read checkpoint .*; delete it and run again"):
-        run_experiment(params, "figfake")
+        figure_rows(params, "figfake")
     assert made == ["fakefit__synthetic_shapes__resnet18__random__r0"]
-    path = checkpoint_path(params, runs[0])
+    path = Layout.of(params).checkpoint(runs[0].run_id)
     path.unlink()  # as the message advises
-    rows = run_experiment(params, "figfake")
+    rows = figure_rows(params, "figfake")
     assert len(made) == 2 and path.is_file()  # made again
     assert list(rows["status"]) == ["ok", "ok"]
-    rows = run_experiment(params, "figfake")
+    rows = figure_rows(params, "figfake")
     assert len(made) == 2  # and not again while it exists
 
 
@@ -162,7 +165,7 @@ def test_data_that_is_not_here_makes_the_run_unavailable_not_failed(tmp_path):
 def test_fig2_with_no_data_gives_unavailable_rows_with_the_how_to(tmp_path):
     params = load_params("quick", data_root=str(tmp_path / "empty"), results_dir=str(tmp_path), repetitions=1,
                          seg_inits=["random"])
-    rows = run_experiment(params, "fig2")
+    rows = figure_rows(params, "fig2")
     assert set(rows["status"]) == {"unavailable"} and len(rows) == 2
     assert all("ph2" in r.lower() for r in rows["reason"])
 
@@ -214,7 +217,7 @@ def test_cpu_runs_do_the_runs_in_worker_processes_each_once(tmp_path, capsys):
     tiny = {"synthetic_shapes": {"size": 32, "num_classes": 3, "n_train": 32, "n_val": 16, "n_test": 16}}
     params = load_params("smoke", results_dir=str(tmp_path), cpu_runs=2, fig1_models=["resnet18", "deit_tiny"],
                          fig1_inits=["random"], train={"epochs": 1}, dataset_options=tiny, knn_k=5)
-    rows = run_experiment(params, "fig1")
+    rows = figure_rows(params, "fig1")
     assert len(rows) == 4 and set(rows["status"]) == {"ok"}
     files = list((tmp_path / "smoke" / "rows").glob("*/*.json"))
     assert len(files) == 4  # one row per run
@@ -222,5 +225,5 @@ def test_cpu_runs_do_the_runs_in_worker_processes_each_once(tmp_path, capsys):
     assert os.getpid() not in pids and 1 <= len(pids) <= 2, "the rows were written by the (two) workers"
     out = capsys.readouterr().out
     assert out.count(": ok, ") == 4 and "4 ok, 0 unavailable, 0 failed" in out
-    run_experiment(params, "fig1")
+    figure_rows(params, "fig1")
     assert len(list((tmp_path / "smoke" / "rows").glob("*/*.json"))) == 4

@@ -16,7 +16,8 @@ from medvit import create_dataset, create_model, create_transform, load_params  
 from medvit.data.synthetic import SPLIT_SEEDS, make_shapes  # noqa: E402
 from medvit.data.transforms import resize_size  # noqa: E402
 from medvit.models.backbones import BACKBONES, Backbone  # noqa: E402
-from medvit.runs import Run, save_checkpoint  # noqa: E402
+from medvit.runs import Run  # noqa: E402
+from medvit.experiments.inputs import save_checkpoint
 from medvit.explorer import Explorer  # noqa: E402
 from medvit.plots.fig4 import fig4_figure, fig4_unavailable  # noqa: E402
 from medvit.figures.fig4 import saliency_grid, saliency_model  # noqa: E402

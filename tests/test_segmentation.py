@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from medvit import (DataError, ModelError, WeightsUnavailableError, create_dataset, create_model, load_params,
-                    run_experiment)
+                    figure_rows)
 from medvit.data.segmentation import SegmentationDataset, create_segmentation_transform, resized, segmentation_info
 from medvit.models.segmentation import create_segmentation_model
 from medvit.plots.fig2 import fig2_table, fig2_figure
@@ -211,7 +211,7 @@ def test_fig2_experiment_trains_saves_checkpoints_and_draws_the_overlay_grid(tmp
     params = load_params("smoke", results_dir=str(tmp_path), seg_train={"epochs": 1, "batch_size": 4},
                          dataset_options={"synthetic_shapes_seg": {"size": 32, "n_train": 8, "n_val": 4,
                                                                    "n_test": 4}})
-    rows = run_experiment(params, "fig2")
+    rows = figure_rows(params, "fig2")
     assert len(rows) == 2 and set(rows["status"]) == {"ok"}
     for _, row in rows.iterrows():
         assert row["metric"] == "dice" and row["value"] == row["metrics"]["dice"]

@@ -13,7 +13,6 @@ from .departures import classification_departures, dino_departures
 NAME = "fig3"
 TITLE = "Fig 3 — Capacity: ResNets vs DeiTs of three sizes"
 NOTEBOOK = "fig3_capacity"
-EXPERIMENTS = ()  # uses Fig 1's finetune
 
 
 def plan(params: Params) -> list[Run]:

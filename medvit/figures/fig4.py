@@ -14,15 +14,16 @@ import torch
 from ..data import create_transform
 from ..models import ModelError, WeightsUnavailableError, create_model, indomain_start
 from ..params import Params
-from ..runs import Run, RunUnavailable, checkpoint_path, pretrained_weights, profile_dataset, runs_here, with_pretraining
+from ..experiments.finetune import load_finetuned
+from ..experiments.inputs import pretrained_weights, profile_dataset
+from ..layout import Layout
+from ..runs import Run, RunUnavailable, runs_here, with_pretraining
 from ..saliency import SaliencyMaps, saliency_maps
 from .departures import dataset_departures, execution_departures
-from .fig1 import load_finetuned
 
 NAME = "fig4"
 TITLE = "Fig 4 — Grad-CAM and attention maps"
 NOTEBOOK = "fig4_saliency"
-EXPERIMENTS = ()  # reads Fig 1's finetune checkpoints
 
 
 def plan(params: Params) -> list[Run]:
@@ -64,7 +65,7 @@ def saliency_model(params: Params, dataset: str, name: str, init: str, device="c
                                     f"{dataset} (dino_datasets: {list(params.dino_datasets)}, dino_models: "
                                     f"{list(params.dino_models)})")
     run = Run("finetune", dataset, name, init, 0)
-    ckpt = checkpoint_path(params, run)
+    ckpt = Layout.of(params).checkpoint(run.run_id)
     if ckpt.is_file():
         return SaliencyModel(dataset, name, init, load_finetuned(params, run, device),
                              source=f"fine-tuned on {dataset} (repetition 0)", finetuned=True)

@@ -1,20 +1,21 @@
-"""Doing a figure's runs: the bookkeeping around the executors of ``medvit.figures``.
+"""Doing runs: ``execute_run`` performs one run and appends its one row to the results store;
+``run_grid`` does every figure's missing runs, each once (with ``cpu_runs`` > 1 on a CPU, that many at once in
+worker processes); ``figure_rows`` gives a page the rows of its figure, doing first what the store lacks
+unless the grid already ran (``run_missing=False``).
 
-``plan(params, "fig1")`` lists the runs a figure needs; ``execute_run`` performs one and appends its row to
-the results store; ``run_experiment`` does the figure's missing runs (resuming) and returns the rows that
-count. A row counts for the current profile only when it was made with the same values of the settings its
-experiment reads (``Experiment.settings``, hashed into the row's ``settings_hash``): change ``train.epochs``
-and the fine-tuning runs are done again, while their k-NN rows stay. Weights or data that cannot be had
-give an ``unavailable`` row with the reason, never another setting; a real error gives a ``failed`` row, the
-other runs still run, and :class:`RunFailed` (one line naming the run and the reason) is raised at the end. An
-``ok`` row of a run that keeps a checkpoint (an in-domain pretraining; a fine-tuning or segmentation of the first
-``checkpoint_repetitions``) counts only while that file exists: a deleted checkpoint is made again by the next call.
+A row counts for the current profile only when it was made with the same values of the settings its
+experiment reads (``medvit.experiments.settings_hash``): change ``train.epochs`` and the fine-tuning runs are
+done again, while their k-NN rows stay. Weights or data that cannot be had give an ``unavailable`` row with the
+reason, never another setting; a real error gives a ``failed`` row, the other runs still run, and
+:class:`RunFailed` (one line naming the run and the reason) is raised at the end. An ``ok`` row of a run that
+keeps a checkpoint (an in-domain pretraining; a fine-tuning or segmentation of the first
+``checkpoint_repetitions``) counts only while that file exists: a deleted checkpoint is made again.
 """
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
+import platform
 import sys
 import time
 import traceback
@@ -24,16 +25,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .figures import EXPERIMENTS, FIGURES, experiment, figure
+from .device import available_cores, resolve_device
+from .experiments import experiment, prerequisites, settings_hash, waves
+from .experiments.inputs import pretraining_checkpoint
+from .figures import FIGURES, figure
+from .layout import Layout
 from .models import WeightsUnavailableError
 from .params import Params
-from .results import ResultsStore, provenance, timed
-from .runs import (PRETRAIN_DINO, Run, RunUnavailable, checkpoint_path, pretraining_checkpoint, pretraining_run,
-                   resolve_device)
+from .resources import VERSION, source_revision
+from .results import HOST, ResultsStore, current, timed
+from .runs import PRETRAIN_DINO, Run, RunUnavailable
 
 
 class RunFailed(RuntimeError):
-    """A run of ``do_runs`` / ``run_experiment`` / ``run_grid`` failed: its ``failed`` row (with the traceback) is
+    """A run of ``do_runs`` / ``figure_rows`` / ``run_grid`` failed: its ``failed`` row (with the traceback) is
     in the store; the message is one line naming the run and the reason (and how many others failed too)."""
 
     def __init__(self, run_id: str, reason: str, others: int = 0):
@@ -46,30 +51,20 @@ class RunFailed(RuntimeError):
         return f"run {self.run_id} failed: {first} (its failed row holds the traceback){also}"
 
 
-def plan(params: Params, name: str) -> list[Run]:
-    """The runs figure ``name`` needs (its own and other figures', e.g. Fig 4 reads Fig 1's checkpoints)."""
-    return figure(name).plan(params)
-
-
 def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
     """Every run of ``figures`` (default: every registered figure), each once, in figure order."""
     unknown = sorted(set(figures or ()) - set(FIGURES))
     if unknown:
         raise ValueError(f"unknown figure(s) {unknown}; registered: {', '.join(FIGURES)}")
     runs: dict[str, Run] = {}
-    for figure in (figures or list(FIGURES)):
-        for run in plan(params, figure):
+    for name in (figures or list(FIGURES)):
+        for run in figure(name).plan(params):
             runs.setdefault(run.run_id, run)
     return list(runs.values())
 
 
 def results_store(params: Params) -> ResultsStore:
-    return ResultsStore(Path(params.results_dir) / params.profile)
-
-
-def settings_hash(run: Run, params: Params) -> str:
-    """The hash of the settings ``run`` reads; "" for an experiment that does not exist (its failed row has "")."""
-    return EXPERIMENTS[run.experiment].settings_hash(params, run) if run.experiment in EXPERIMENTS else ""
+    return ResultsStore(Layout.of(params).root)
 
 
 def checkpoint_gone(params: Params, run: Run, kept) -> bool:
@@ -79,14 +74,14 @@ def checkpoint_gone(params: Params, run: Run, kept) -> bool:
     row says so (rows written before rows said so, ``kept`` None or NaN, count as they did)."""
     if run.experiment == PRETRAIN_DINO:
         return not pretraining_checkpoint(params, run).is_file()
-    return bool(kept == True) and not checkpoint_path(params, run).is_file()  # noqa: E712 (NaN, None: not said)
+    return bool(kept == True) and not Layout.of(params).checkpoint(run.run_id).is_file()  # noqa: E712 (NaN, None: not said)
 
 
 def _keeps_checkpoint(params: Params, run: Run) -> bool:
     """Whether ``run``, just done, kept a checkpoint (executors keep one for the first ``checkpoint_repetitions``)."""
     if run.experiment == PRETRAIN_DINO:
         return True
-    return run.repetition < params.checkpoint_repetitions and checkpoint_path(params, run).is_file()
+    return run.repetition < params.checkpoint_repetitions and Layout.of(params).checkpoint(run.run_id).is_file()
 
 
 def execute_run(run: Run, params: Params, store: ResultsStore, device=None, force: bool = False) -> dict:
@@ -100,12 +95,9 @@ def execute_run(run: Run, params: Params, store: ResultsStore, device=None, forc
         if claim is None:
             return {"run_id": run.run_id, "status": "", "skipped": "claimed", "holder": store.holder(run.run_id)}
         if not force:
-            current = settings_hash(run, params)
-            done = [r for r in store.run_rows(run.run_id)
-                    if r["status"] == "ok" and r.get("settings_hash") == current
-                    and not checkpoint_gone(params, run, r.get("kept_checkpoint"))]
-            if done:
-                return {**done[-1], "skipped": "done"}
+            rows, _ = current_rows(params, [run], store)
+            if not rows.empty and rows["status"].iloc[0] == "ok":
+                return {**rows.iloc[0].to_dict(), "skipped": "done"}
         return _execute(run, params, store, device)
 
 
@@ -113,7 +105,7 @@ def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict
     clock = timed()
     row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
            "repetition": run.repetition, "profile": params.profile, "seed": params.seed_for(run.repetition),
-           "settings_hash": settings_hash(run, params), "params_hash": params.hash, "params": params.to_dict(),
+           "settings_hash": settings_hash(params, run), "params_hash": params.hash, "params": params.to_dict(),
            "device": str(params.device if device is None else device)}  # provenance replaces it once resolved
     try:
         device = resolve_device(params) if device is None else torch.device(device)
@@ -133,62 +125,33 @@ def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict
     return row
 
 
+def provenance(device: torch.device) -> dict:
+    """What a row records of where it was made: medvit's version and commit, the device, the host, torch."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"medvit_version": VERSION, "git_sha": str(source_revision()), "device": str(device),
+            "device_name": name or platform.machine(), "host": HOST, "torch": torch.__version__}
+
+
 def current_rows(params: Params, runs: list[Run], store: ResultsStore) -> tuple[pd.DataFrame, int]:
-    """Per run, the row that counts under the current settings (an ``ok`` row if there is one, else the
-    newest; an ``ok`` row whose checkpoint is gone does not count: :func:`checkpoint_gone`), and how many
-    stored rows of these runs were made with other settings (history, not shown)."""
-    rows = store.rows(history=True)
+    """Per run, the row that counts (``medvit.results.current``) among its rows made with the current settings
+    whose kept checkpoint is still there (:func:`checkpoint_gone`), in the order of ``runs``; and how many
+    stored rows of these runs were made with other settings (history, not shown). One run's rows are read
+    from its folder alone."""
+    rows = store.rows(history=True, run_ids=[runs[0].run_id] if len(runs) == 1 else None)
     if rows.empty:
         return rows, 0
-    wanted = {r.run_id: settings_hash(r, params) for r in runs}
+    wanted = {r.run_id: settings_hash(params, r) for r in runs}
     rows = rows[rows["run_id"].isin(wanted)]
     if "settings_hash" not in rows:
         rows = rows.assign(settings_hash="")
     match = rows["settings_hash"] == rows["run_id"].map(wanted)
-    other = int((~match).sum())
-    rows = rows[match]
     by_id = {r.run_id: r for r in runs}
     kept = rows["kept_checkpoint"] if "kept_checkpoint" in rows else pd.Series(None, index=rows.index)
-    gone = [status == "ok" and checkpoint_gone(params, by_id[run_id], k)
-            for run_id, status, k in zip(rows["run_id"], rows["status"], kept)]
-    rows = rows[~pd.Series(gone, index=rows.index, dtype=bool)]
-    rows = rows.assign(_ok=lambda d: d["status"] == "ok").sort_values(["_ok", "created_at"])
-    rows = rows.groupby("run_id", as_index=False).tail(1).drop(columns="_ok")
+    gone = pd.Series([status == "ok" and checkpoint_gone(params, by_id[run_id], k)
+                      for run_id, status, k in zip(rows["run_id"], rows["status"], kept)], index=rows.index, dtype=bool)
+    rows = current(rows, counts=match & ~gone)
     order = {r.run_id: i for i, r in enumerate(runs)}
-    return rows.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True), other
-
-
-def prerequisites(run: Run) -> list[Run]:
-    """The runs whose outputs ``run`` reads (``Experiment.needs``, per run): the in-domain DINO pretraining its
-    init starts from, and the run of repetition 0 of an experiment whose checkpoint it reads (Fig 5's
-    fine-tuned attention reads the ``finetune`` checkpoint of the same dataset, model and init)."""
-    needs = EXPERIMENTS[run.experiment].needs if run.experiment in EXPERIMENTS else ()
-    out = []
-    for need in needs:
-        pre = pretraining_run(run) if need == PRETRAIN_DINO else Run(need, run.dataset, run.model, run.init, 0)
-        if pre is not None:
-            out.append(pre)
-    return out
-
-
-def waves(runs: list[Run]) -> list[list[Run]]:
-    """``runs`` in waves: a run comes after the runs among ``runs`` that it reads (:func:`prerequisites`), so a
-    launcher can start every run of a wave at once (pretrainings, then what starts from them, then what reads
-    their fine-tuned checkpoints); the others start in the first wave."""
-    present = set(runs)
-    levels: dict[Run, int] = {}
-
-    def level(run: Run, seen=()) -> int:
-        if run not in levels:
-            if run in seen:
-                raise ValueError(f"runs read each other in a cycle: {' -> '.join(r.run_id for r in (*seen, run))}")
-            levels[run] = 1 + max((level(p, (*seen, run)) for p in prerequisites(run) if p in present), default=-1)
-        return levels[run]
-
-    by_level: dict[int, list[Run]] = {}
-    for run in runs:
-        by_level.setdefault(level(run), []).append(run)
-    return [by_level[i] for i in sorted(by_level)]
+    return rows.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True), int((~match).sum())
 
 
 def cpu_workers(params: Params, device: torch.device) -> int:
@@ -226,8 +189,7 @@ def _execute_all(runs: list[Run], params: Params, store: ResultsStore, device, f
         yield run, row, time.perf_counter() - start, error
     if not rest:
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    yield from _pool_runs(rest, params, store, device, force, workers, cores)
+    yield from _pool_runs(rest, params, store, device, force, workers, available_cores())
 
 
 @contextlib.contextmanager
@@ -278,7 +240,7 @@ def _timed_run(run: Run, params: Params, root: str, device: str, force: bool, th
     ``<store>/logs/<run_id>.log``: two workers' bars would overwrite each other on one terminal, and the
     parent prints one line per run as it ends."""
     torch.set_num_threads(threads)
-    log = Path(root) / "logs" / f"{run.run_id}.log"
+    log = Layout(Path(root)).log(run.run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "a") as stderr, contextlib.redirect_stderr(stderr):
@@ -286,10 +248,17 @@ def _timed_run(run: Run, params: Params, root: str, device: str, force: bool, th
     return row, time.perf_counter() - start
 
 
-def run_experiment(params: Params, name: str, force: bool = False) -> pd.DataFrame:
-    """Do the figure's runs that the store lacks under the current settings (all with ``force``); return
-    the rows that count, one per run. Prints one line per finished run and a summary."""
-    return do_runs(params, plan(params, name), name, force)
+def figure_rows(params: Params, name: str, run_missing: bool = True, force: bool = False) -> pd.DataFrame:
+    """The rows that count of figure ``name``'s runs, one per run (what its page shows). With ``run_missing``
+    (a page executed on its own: Colab, papermill, Jupyter) the runs the store lacks under the current settings
+    are done first (all with ``force``); ``medvit reproduce`` has done the whole grid before it executes the
+    pages, so they only read (``run_missing=False``). Prints one line per finished run and a summary."""
+    runs = figure(name).plan(params)
+    if run_missing:
+        return do_runs(params, runs, name, force)
+    rows, other = current_rows(params, runs, results_store(params))
+    print(_summary(name, runs, rows, other), flush=True)
+    return rows
 
 
 def run_grid(params: Params, figures: list[str] | None = None, force: bool = False) -> pd.DataFrame:
@@ -329,16 +298,19 @@ def do_runs(params: Params, runs: list[Run], label: str, force: bool = False) ->
         print(f"  [{i}/{len(todo)}] {run.run_id}: {what}, {value} ({seconds:.0f} s on {row.get('device') or device})",
               flush=True)
     rows, other = current_rows(params, runs, store)
-    counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
-    print(f"{label}: {len(runs)} runs; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed"))
-          + (f"; {other} older rows made with other settings are kept as history and not shown" if other else "")
-          + (f"; {elsewhere} runs were being done by another process: run again to include them" if elsewhere else ""),
-          flush=True)
+    print(_summary(label, runs, rows, other, elsewhere), flush=True)
     if failures:
         run, reason, error = failures[0]
         raise RunFailed(run.run_id, reason, others=len(failures) - 1) from error
     return rows
 
 
-__all__ = ["EXPERIMENTS", "FIGURES", "RunFailed", "checkpoint_gone", "plan", "grid_runs", "execute_run",
-           "run_experiment", "run_grid", "do_runs", "results_store", "current_rows", "prerequisites", "waves"]
+def _summary(label: str, runs: list[Run], rows: pd.DataFrame, other: int, elsewhere: int = 0) -> str:
+    counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
+    return (f"{label}: {len(runs)} runs; " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "unavailable", "failed"))
+            + (f"; {other} older rows made with other settings are kept as history and not shown" if other else "")
+            + (f"; {elsewhere} runs were being done by another process: run again to include them" if elsewhere else ""))
+
+
+__all__ = ["RunFailed", "grid_runs", "results_store", "checkpoint_gone", "execute_run", "current_rows", "figure_rows",
+           "run_grid", "do_runs"]
