@@ -91,13 +91,6 @@ def local_crop_size(img_size: int, multiple: int = 1) -> int:
     return max(multiple, round(img_size * AUTHORS_LOCAL_CROP / AUTHORS_IMG_SIZE / multiple) * multiple)
 
 
-def dino_checkpoint_path(folder: str | os.PathLike, dataset: str, model: str, start_init: str,
-                         config: DinoConfig) -> Path:
-    """Where the grid keeps one pretraining: ``<folder>/<dataset>__<model>__<start>__<config fingerprint>.pt``;
-    other DINO settings give another file, never a reused one."""
-    return Path(folder) / f"{dataset}__{model}__{start_init}__{config.fingerprint()}.pt"
-
-
 class MultiCropTransform:
     """uint8 HWC image → DINO's views: 2 global crops then ``n_local_crops`` local ones, normalised with the
     dataset's mean/std. The authors' pipeline: Resize (256 at 224: ``resize_size``), then per view
@@ -203,8 +196,7 @@ def _resume_state(checkpoint: Path | None, settings: dict) -> dict | None:
     if diff:
         raise PretrainCheckpointError(
             f"pretraining checkpoint {checkpoint} was made with other settings and is not reused: "
-            f"{'; '.join(diff)}. Delete it, or pass another checkpoint path (dino_checkpoint_path names one "
-            f"per config).")
+            f"{'; '.join(diff)}. Delete it, or pass another checkpoint path for these settings.")
     return state
 
 
@@ -472,6 +464,5 @@ def load_backbone_state(path: str | os.PathLike, name: str, init: str, in_chans:
     return state["kept_backbone"]
 
 
-__all__ = ["DinoConfig", "DinoResult", "MultiCropTransform", "PretrainCheckpointError", "dino_checkpoint_path",
-           "dino_precision", "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint",
-           "validation_knn"]
+__all__ = ["DinoConfig", "DinoResult", "MultiCropTransform", "PretrainCheckpointError", "dino_precision",
+           "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint", "validation_knn"]
