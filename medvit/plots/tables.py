@@ -41,17 +41,6 @@ def summary_table(rows: pd.DataFrame, by=("experiment", "dataset", "model", "ini
     return agg
 
 
-def unavailable_reasons(rows: pd.DataFrame) -> pd.DataFrame:
-    """The distinct reasons settings could not run (weights offline, failures), with what they affect."""
-    if rows.empty or "status" not in rows:
-        return pd.DataFrame(columns=["status", "model", "init", "reason", "runs"])
-    bad = rows[rows["status"] != "ok"]
-    if bad.empty:
-        return pd.DataFrame(columns=["status", "model", "init", "reason", "runs"])
-    return (bad.groupby(["status", "model", "init", "reason"], as_index=False).size()
-            .rename(columns={"size": "runs"}))
-
-
 def verdict_table(rows: pd.DataFrame, root, pairs, margin: float = MARGIN, n_resamples: int = N_RESAMPLES,
                   seed: int = 0) -> pd.DataFrame:
     """The verdict table of a figure: per evaluation × dataset × init × (CNN, ViT) pair, the gap CNN − ViT
