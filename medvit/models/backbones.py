@@ -9,11 +9,15 @@ segmentation and Grad-CAM) and, for ViTs, ``attention_maps``. Later code never b
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors.torch import load_file
 from torch import nn
 
 from .dino_checkpoint import PretrainCheckpointError, read_checkpoint
@@ -182,8 +186,6 @@ def _weights_source(tag: str, weights_file: str | os.PathLike | None) -> Path | 
 
 def _hub_cached_file(tag: str) -> Path | None:
     """The hub file of a timm tag if it is already in the local Hugging Face cache (usable offline)."""
-    from huggingface_hub import try_to_load_from_cache
-
     repo = timm.models.get_pretrained_cfg(tag).hf_hub_id
     for filename in ("model.safetensors", "pytorch_model.bin"):
         hit = try_to_load_from_cache(repo, filename)
@@ -195,9 +197,6 @@ def _hub_cached_file(tag: str) -> Path | None:
 def _host_unresolvable(url: str) -> str | None:
     """Why ``url``'s host cannot be reached (its name does not resolve), or None. Fails fast offline
     instead of the hub client's ~45 s of retries per file."""
-    import socket
-    from urllib.parse import urlparse
-
     host = urlparse(url).hostname
     try:
         socket.getaddrinfo(host, 443)
@@ -217,8 +216,6 @@ def _unavailable(spec: BackboneSpec, init: str, tag: str, err: Exception) -> Wei
 
 def _load_state_dict(path: Path) -> dict:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("teacher", "state_dict", "model"):  # DINO / common checkpoint wrappers
