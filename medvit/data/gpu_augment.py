@@ -1,8 +1,8 @@
 """The authors' input pipeline (docs/protocol.md §3) as batched tensor ops, for the fast path on a GPU or the CPU.
 
 Same distribution as :func:`medvit.data.transforms.create_transform`, applied to a whole uint8 batch on
-the device instead of image by image in DataLoader workers (on a CPU too: measured 3.9× fewer CPU seconds
-per image than torchvision's per-image pipeline, benchmarks/README.md):
+the device instead of image by image in DataLoader workers (on a CPU too: fewer CPU seconds per image than
+torchvision's per-image pipeline, benchmarks/README.md):
 
 - Resize to ``resize_size(img_size)`` (aspect ignored): one antialiased bilinear ``F.interpolate`` of the
   batch (skipped when the array is already at that size, e.g. the image cache).

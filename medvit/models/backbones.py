@@ -196,7 +196,7 @@ def _hub_cached_file(tag: str) -> Path | None:
 
 def _host_unresolvable(url: str) -> str | None:
     """Why ``url``'s host cannot be reached (its name does not resolve), or None. Fails fast offline
-    instead of the hub client's ~45 s of retries per file."""
+    instead of waiting out the hub client's retries for each file."""
     host = urlparse(url).hostname
     try:
         socket.getaddrinfo(host, 443)
