@@ -7,7 +7,7 @@ as an uncached data loader does per image per epoch. Cache: ``medvit.data.cached
 cache once (build time reported), then random batches are read from it, both as one fancy-indexed read of
 a batch and image by image through ``ImageDataset.load_image`` (what a DataLoader calls). Cache reads are
 warm (the file was just written, so it sits in the page cache); a cold read adds disk time. One process
-for everything, so the numbers are per core. Takes < 1 minute on 2 cores.
+for everything, so the numbers are per core.
 """
 from __future__ import annotations
 

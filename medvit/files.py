@@ -81,11 +81,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_file`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)`` through :func:`atomic_file` (e.g. a fine-tuned checkpoint)."""
     import torch  # the lower half's files need no torch to import this module

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .metrics import compute_metrics
+from .train import resolve_precision, uses_channels_last
 
 PAPER_K, PAPER_T = 200, 0.1
 DINO_K, DINO_T = 20, 0.07
@@ -54,8 +56,6 @@ def knn_classify(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
 
 def feature_dtype(device: torch.device, amp: bool | None = None) -> torch.dtype | None:
     """The autocast dtype k-NN features are computed in on ``device`` (None: fp32); see :func:`extract_features`."""
-    from .train import resolve_precision
-
     if amp is False:
         return None
     dtype = resolve_precision("auto", device).dtype
@@ -72,10 +72,6 @@ def extract_features(model, dataset, batch_size: int = 256, device: str | torch.
     one that does not, fp32 on the CPU) and kept in that dtype; ``amp=True`` forces autocast (bf16 on the CPU),
     ``False`` fp32. CNNs run channels_last on CUDA and the CPU, as in training (``medvit.train.uses_channels_last``).
     """
-    from tqdm.auto import tqdm
-
-    from .train import uses_channels_last
-
     device = torch.device(device)
     dtype = feature_dtype(device, amp)
     model = model.to(device).eval()

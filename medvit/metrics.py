@@ -80,7 +80,7 @@ def compute_metrics(task: str, labels, scores) -> dict[str, float]:
 
 def scores_from_logits(task: str, logits):
     """Model outputs → the scores ``compute_metrics`` takes: softmax (multiclass) or sigmoid."""
-    import torch
+    import torch  # lazy: stats and the pages' tables import this module without torch
 
     logits = torch.as_tensor(logits).float()
     return logits.softmax(1) if task == "multiclass" else logits.sigmoid()

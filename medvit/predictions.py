@@ -93,7 +93,7 @@ def _check_run_id(run_id: str) -> str:
 def _array(x, name: str) -> np.ndarray:
     """A NumPy copy of an array or a (CPU or GPU, any float dtype) tensor; bf16/fp16 become float32."""
     if hasattr(x, "detach"):  # a torch tensor
-        import torch
+        import torch  # lazy: stats and the pages' tables import this module without torch
 
         x = x.detach().cpu()
         if x.dtype in (torch.bfloat16, torch.float16):

@@ -12,10 +12,10 @@ dataset's validation split; ``keep="last"`` keeps the last epoch's teacher and r
 
 The checkpoint (written after every epoch) holds the student, the teacher, both heads, the loss's
 center, the optimiser, the epochs done with their records, the kept teacher backbone with its epoch, and
-the settings it was made with. A call with a checkpoint made with other settings raises
-:class:`PretrainCheckpointError`; with a finished one it trains nothing. ``create_model(name,
-"<start>+dino_indomain", weights_file=<checkpoint>)`` gives the kept teacher's backbone (the authors keep the
-teacher, ``DINO_to_classifier``).
+the settings it was made with; its format tag and reader are ``medvit.models.dino_checkpoint``'s. A call with
+a checkpoint made with other settings raises :class:`PretrainCheckpointError`; with a finished one it trains
+nothing. ``create_model(name, "<start>+dino_indomain", weights_file=<checkpoint>)`` gives the kept teacher's
+backbone (the authors keep the teacher, ``DINO_to_classifier``).
 """
 from __future__ import annotations
 
@@ -48,16 +48,11 @@ from .files import atomic_torch_save
 from .data.base import ImageDataset
 from .data.transforms import create_transform, resize_size
 from .knn import PAPER_K, PAPER_T, knn_evaluate
-from .models.backbones import (INDOMAIN_STARTS, INDOMAIN_SUFFIX, Backbone, ModelError, WeightsUnavailableError,
-                               get_spec, indomain_start)
+from .models.backbones import INDOMAIN_STARTS, INDOMAIN_SUFFIX, Backbone, ModelError, get_spec, load_backbone_state
+from .models.dino_checkpoint import CHECKPOINT_FORMAT, PretrainCheckpointError, read_checkpoint
 from .train import Precision, resolve_precision
 
-CHECKPOINT_FORMAT = "medvit.pretrain_dino/2"  # /2: the kept teacher (keep) and its epoch
 AUTHORS_IMG_SIZE, AUTHORS_LOCAL_CROP = 224, 96
-
-
-class PretrainCheckpointError(ValueError):
-    """A pretraining checkpoint that cannot be resumed here: made with other settings, or not one at all."""
 
 
 @dataclass
@@ -89,13 +84,6 @@ def local_crop_size(img_size: int, multiple: int = 1) -> int:
     """The local crops' size for ``img_size``: the authors' 96 px at 224 scaled, rounded to a multiple of
     ``multiple`` (a ViT's patch size), at least one multiple. 224 → 96; 64 → 27 (ResNet), 32 (patch 16)."""
     return max(multiple, round(img_size * AUTHORS_LOCAL_CROP / AUTHORS_IMG_SIZE / multiple) * multiple)
-
-
-def dino_checkpoint_path(folder: str | os.PathLike, dataset: str, model: str, start_init: str,
-                         config: DinoConfig) -> Path:
-    """Where the grid keeps one pretraining: ``<folder>/<dataset>__<model>__<start>__<config fingerprint>.pt``;
-    other DINO settings give another file, never a reused one."""
-    return Path(folder) / f"{dataset}__{model}__{start_init}__{config.fingerprint()}.pt"
 
 
 class MultiCropTransform:
@@ -177,24 +165,6 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """A pretraining checkpoint as written by :func:`pretrain_dino`; anything else is a clear error."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise PretrainCheckpointError(f"cannot read pretraining checkpoint {path}: {type(err).__name__}: {err}") \
-            from None
-    found = state.get("settings", {}).get("format") if isinstance(state, dict) else None
-    if isinstance(found, str) and found.startswith("medvit.pretrain_dino/") and found != CHECKPOINT_FORMAT:
-        raise PretrainCheckpointError(f"{path} was written by another version of medvit (format {found!r}; this "
-                                      f"one reads {CHECKPOINT_FORMAT!r}): delete it and pretrain again")
-    if found != CHECKPOINT_FORMAT:
-        raise PretrainCheckpointError(f"{path} is not a medvit DINO pretraining checkpoint "
-                                      f"(no settings.format == {CHECKPOINT_FORMAT!r})")
-    return state
-
-
 def _resume_state(checkpoint: Path | None, settings: dict) -> dict | None:
     if checkpoint is None or not checkpoint.exists():
         return None
@@ -203,8 +173,7 @@ def _resume_state(checkpoint: Path | None, settings: dict) -> dict | None:
     if diff:
         raise PretrainCheckpointError(
             f"pretraining checkpoint {checkpoint} was made with other settings and is not reused: "
-            f"{'; '.join(diff)}. Delete it, or pass another checkpoint path (dino_checkpoint_path names one "
-            f"per config).")
+            f"{'; '.join(diff)}. Delete it, or pass another checkpoint path for these settings.")
     return state
 
 
@@ -448,30 +417,5 @@ def _check_inputs(model: Backbone, dataset: ImageDataset, config: DinoConfig,
                              f"{len(val_dataset)} images of {val_dataset.info.name!r} ({val_dataset.split})")
 
 
-def load_backbone_state(path: str | os.PathLike, name: str, init: str, in_chans: int) -> dict:
-    """The teacher backbone of a finished pretraining checkpoint, for ``create_model(name, init,
-    weights_file=path)``: a missing, foreign, unfinished or mismatched file is a WeightsUnavailableError."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsUnavailableError(f"pretraining checkpoint not found: {path} (for {name}, init {init!r}); "
-                                      f"run medvit.pretrain_dino with checkpoint={path} first")
-    try:
-        state = read_checkpoint(path)
-    except PretrainCheckpointError as err:
-        raise WeightsUnavailableError(str(err)) from None
-    settings, start = state["settings"], indomain_start(init)
-    wanted = {"model": name, "start_init": start, "in_chans": in_chans}
-    diff = [f"{k}: checkpoint {settings[k]!r}, asked {v!r}" for k, v in wanted.items() if settings[k] != v]
-    if diff:
-        raise WeightsUnavailableError(f"pretraining checkpoint {path} does not fit {name} / {init!r} / "
-                                      f"in_chans={in_chans}: {'; '.join(diff)}")
-    epochs = settings["config"]["epochs"]
-    if state["epoch"] < epochs:
-        raise WeightsUnavailableError(f"pretraining checkpoint {path} stopped at epoch {state['epoch']} of {epochs}; "
-                                      f"finish it with pretrain_dino(..., checkpoint={str(path)!r})")
-    return state["kept_backbone"]
-
-
-__all__ = ["DinoConfig", "DinoResult", "MultiCropTransform", "PretrainCheckpointError", "dino_checkpoint_path",
-           "dino_precision", "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint",
-           "validation_knn"]
+__all__ = ["DinoConfig", "DinoResult", "MultiCropTransform", "PretrainCheckpointError", "dino_precision",
+           "load_backbone_state", "local_crop_size", "pretrain_dino", "read_checkpoint", "validation_knn"]

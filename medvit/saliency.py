@@ -66,7 +66,7 @@ class PooledFeatureNormTarget:
 def gradcam(model, images: torch.Tensor, targets: list[int] | None = None) -> np.ndarray:
     """(B, H, W) Grad-CAM in [0, 1] of a CNN at ``model.saliency_layer()`` for ``targets`` (class indices;
     default: the predicted class, the single logit of a one-output model, the feature norm if headless)."""
-    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam import GradCAM  # lazy: grad-cam (and OpenCV) load only where a Grad-CAM is computed
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer = model.saliency_layer()

@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .data.base import DataError
 from .data.segmentation import SegmentationDataset, create_segmentation_transform
 from .models.segmentation import create_segmentation_model  # noqa: F401  (re-exported: the Fig 2 model)
-from .train import FitResult, Precision, check_forward, fit, phase, resolve_precision
+from .train import FitResult, Precision, _OnDevice, check_forward, fit, phase, resolve_precision
 
 
 # ---------------------------------------------------------------- metrics (pure tensors)
@@ -135,8 +135,6 @@ class Segmentation:
             raise DataError(f"the model's masks are {tuple(out.shape[-2:])} for {tuple(x.shape[-2:])} inputs")
 
     def batches(self, device: torch.device, seed: int):
-        from .train import _OnDevice
-
         ds = self.train.with_transform(create_segmentation_transform(self.train.info, self.img_size, train=True))
         loader = _loader(ds, self.batch_size, device, self.num_workers, shuffle=True, drop_last=True,
                          generator=torch.Generator().manual_seed(seed), persistent_workers=self.num_workers > 0)

@@ -61,8 +61,8 @@ def weighted_metric(task: str, metric: str, labels, scores, weights) -> np.ndarr
     """``metric`` of (``labels``, ``scores``) for each row of ``weights`` (B, N) — the metric of a bootstrap
     resample in which image i appears ``weights[b, i]`` times — as ``compute_metrics`` defines it.
 
-    Vectorised over resamples (scikit-learn, one call per resample, takes 4–9 ms on a 2-core CPU: tens
-    of seconds per interval); tests check it equals ``compute_metrics`` on the resampled images. Covers the
+    Vectorised over resamples (scikit-learn would take one call per resample: too slow for an interval,
+    benchmarks/README.md); tests check it equals ``compute_metrics`` on the resampled images. Covers the
     target metrics: ``quadratic_kappa``, ``macro_recall``, ``accuracy`` (multiclass) and ``roc_auc``
     (binary, multilabel, two-class multiclass); an AUC that a resample leaves undefined is 0.5.
     """

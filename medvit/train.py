@@ -51,8 +51,8 @@ NAN_CHECK_EVERY = 20  # steps between host-side checks of the on-device non-fini
 # warm-up's and augmentation's noise stay within a small multiple of the start.
 DIVERGED_FACTOR = 10.0
 BF16_CAPABILITY = (8, 0)  # CUDA compute capability from which bf16 is native (Ampere on; a T4 is 7.5, a V100 7.0)
-# The loop's phases carry torch.profiler labels (benchmarks/profile_run.py times them): measured 13 µs of CPU
-# each when no profiler records, four per step (a quick CPU step takes 1-4 s).
+# The loop's phases carry torch.profiler labels (benchmarks/profile_run.py times them); with no profiler recording,
+# a label's cost is negligible beside a step's (benchmarks/README.md).
 PHASES = ("data", "forward", "backward", "optimizer", "validation", "test", "metrics", "best copy")
 phase = torch.profiler.record_function
 
@@ -176,7 +176,7 @@ class TrainingState:
     start_loss: torch.Tensor | None = None  # on-device: the first step's loss (the untrained model's)
 
 
-FUSED_ADAM_DEVICES = ("cuda", "cpu")  # torch's fused Adam: one kernel over all parameters (CPU: ~4× foreach)
+FUSED_ADAM_DEVICES = ("cuda", "cpu")  # torch's fused Adam: one kernel over all parameters (faster, the CPU too)
 CHANNELS_LAST_DEVICES = ("cuda", "cpu")  # cuDNN / oneDNN convolutions are faster channels_last
 
 

@@ -30,7 +30,7 @@ from medvit.train import finetune
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Two shared cores: one intra-op thread avoids oversubscription (10-100× faster here)."""
+    """Two shared cores: one intra-op thread avoids oversubscription (benchmarks/README.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -16,9 +16,9 @@ Files (``cache_dir``: argument, else ``$MEDVIT_CACHE_DIR``, else ``~/.cache/medv
 into place (atomic on POSIX), pixels first, metadata last: a cache without matching metadata is rebuilt.
 
 Invalidation: the metadata stores a fingerprint of the sources: path, byte size and modification time
-(ns) of every image file, plus the size and channel count. Stat-ing a file is ~100× cheaper than reading
-it, and any rewrite of an image changes its mtime, so this catches edits without hashing 10+ GB of
-pixels; a content-preserving ``touch`` merely triggers a rebuild. A changed or missing file rebuilds.
+(ns) of every image file, plus the size and channel count. Stat-ing a file reads none of its pixels, and any
+rewrite of an image changes its mtime, so this catches edits without hashing 10+ GB of pixels; a
+content-preserving ``touch`` merely triggers a rebuild. A changed or missing file rebuilds.
 
 What is cached: file-backed datasets (``paths=``) and lazily read arrays that name their files in a
 ``source_files`` attribute (the PCam h5 files). In-memory ``numpy`` arrays (MedMNIST, synthetic data,

@@ -1,8 +1,8 @@
 """The authors' input pipeline (docs/protocol.md §3) as batched tensor ops, for the fast path on a GPU or the CPU.
 
 Same distribution as :func:`medvit.data.transforms.create_transform`, applied to a whole uint8 batch on
-the device instead of image by image in DataLoader workers (on a CPU too: measured 3.9× fewer CPU seconds
-per image than torchvision's per-image pipeline, benchmarks/README.md):
+the device instead of image by image in DataLoader workers (on a CPU too: fewer CPU seconds per image than
+torchvision's per-image pipeline, benchmarks/README.md):
 
 - Resize to ``resize_size(img_size)`` (aspect ignored): one antialiased bilinear ``F.interpolate`` of the
   batch (skipped when the array is already at that size, e.g. the image cache).
@@ -137,12 +137,6 @@ def apply_flips(x: torch.Tensor, vflip: torch.Tensor, hflip: torch.Tensor) -> to
     return torch.where(hflip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
-def random_flips(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Vertical then horizontal flip, each with probability ``p``, independently per sample."""
-    u = torch.rand((len(x), 2), generator=generator, device=x.device)
-    return apply_flips(x, u[:, 0] < p, u[:, 1] < p)
-
-
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) luma of an RGB batch (torchvision's weights); a 1-channel batch is returned as is."""
     if x.shape[1] == 1:
@@ -153,26 +147,6 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 
 def _per_sample(factor: torch.Tensor) -> torch.Tensor:
     return factor.view(-1, 1, 1, 1)
-
-
-def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``v2.functional.adjust_brightness``: blend with black."""
-    return (x * _per_sample(factor)).clamp_(0, 1)
-
-
-def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``adjust_contrast``: blend with the image's mean grey level."""
-    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    f = _per_sample(factor)
-    return (x * f + mean * (1 - f)).clamp_(0, 1)
-
-
-def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``adjust_saturation``: blend with the grey image (1-channel images are unchanged)."""
-    if x.shape[1] == 1:
-        return x
-    f = _per_sample(factor)
-    return (x * f + grayscale(x) * (1 - f)).clamp_(0, 1)
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
@@ -262,11 +236,6 @@ def _hue_where(x: torch.Tensor, rotate: torch.Tensor, factor: torch.Tensor) -> t
     if len(idx) == 0:
         return x
     return x.index_copy(0, idx, adjust_hue(x.index_select(0, idx), factor.index_select(0, idx)))
-
-
-def color_jitter(x: torch.Tensor, generator: torch.Generator | None = None, **jitter) -> torch.Tensor:
-    """``RandomApply([ColorJitter(0.2, 0.2, 0.1, 0.1)], p=0.8)`` per sample (docs/protocol.md §3)."""
-    return apply_jitter(x, sample_jitter_params(len(x), generator=generator, device=x.device, **jitter))
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:

@@ -14,7 +14,10 @@ import hashlib
 import os
 from pathlib import Path
 
+import medmnist
 import numpy as np
+from medmnist import INFO
+from medmnist.info import DEFAULT_ROOT
 
 from .base import DataError, DataMissing, DatasetInfo, ImageDataset
 from .registry import DATA_ROOT_ENV, data_root, register_dataset
@@ -34,17 +37,12 @@ ANALOGUE_OF = {"retinamnist": "aptos2019", "dermamnist": "isic2019", "pathmnist"
 
 
 def _flags() -> list[str]:
-    from medmnist import INFO
-
     return [f for f in INFO if not f.endswith("3d")]
 
 
 @functools.lru_cache(maxsize=32)
 def _load_split(flag: str, split: str, size: int, root: str | None):
     """(images uint8 N×H×W×C, labels N×L) for one split, through the medmnist package."""
-    import medmnist
-    from medmnist import INFO
-
     cls = getattr(medmnist, INFO[flag]["python_class"])
     kwargs = dict(split=split, size=size, download=True)
     if root is not None:
@@ -67,9 +65,6 @@ def _load_failure(flag: str, size: int, root: str | None, err: Exception) -> tup
     the package's record) and replaces any error by its own multi-line one; the cause is its ``__context__``.
     A file on disk whose MD5 is not the official one is named as a truncated or corrupt download.
     """
-    from medmnist import INFO
-    from medmnist.info import DEFAULT_ROOT
-
     suffix = "" if size == 28 else f"_{size}"
     url, md5 = INFO[flag][f"url{suffix}"], INFO[flag][f"MD5{suffix}"]
     path = Path(root or DEFAULT_ROOT).expanduser() / f"{flag}{suffix}.npz"
@@ -97,8 +92,6 @@ def _md5(path: Path) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _info(flag: str, size: int, root: str | None) -> DatasetInfo:
-    from medmnist import INFO
-
     meta = INFO[flag]
     task, metric = _TASKS[meta["task"]]
     labels = meta["label"]

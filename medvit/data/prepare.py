@@ -95,7 +95,7 @@ def _ph2_txt(path: Path) -> dict[str, int]:
 
 def _ph2_xlsx(path: Path) -> dict[str, int]:
     try:
-        import openpyxl  # noqa: F401  (pandas' Excel reader)
+        import openpyxl  # noqa: F401  (pandas' Excel reader; optional: medvit[data])
     except ImportError:
         raise ImportError(f"reading {path.name} needs openpyxl: pip install 'medvit[data]' (or give the release's "
                           "PH2_dataset.txt, which needs nothing more)", name="openpyxl") from None
@@ -232,7 +232,7 @@ def prepare_cbis_ddsm(source: str | Path, out: str | Path, log=print) -> Path:
     scaled linearly from the image's own min..max to 0..255. The CSVs are copied beside the PNGs.
     """
     try:
-        import pydicom
+        import pydicom  # optional: medvit[data]
     except ImportError:
         raise ImportError("converting CBIS-DDSM's DICOM files needs pydicom: pip install 'medvit[data]'",
                           name="pydicom") from None

@@ -6,6 +6,7 @@ module (``medmnist.py``, ``csv_folder.py``, ``synthetic.py``, and the paper's da
 """
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import os
 from pathlib import Path
@@ -60,8 +61,6 @@ def register_dataset(name: str, description: str = "", subdir: str | None = None
 
 def list_datasets(pattern: str = "*") -> list[str]:
     """Registered dataset names (shell-style ``pattern``), sorted."""
-    import fnmatch
-
     return sorted(n for n in _FACTORIES if fnmatch.fnmatch(n, pattern))
 
 

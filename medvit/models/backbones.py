@@ -9,12 +9,18 @@ segmentation and Grad-CAM) and, for ViTs, ``attention_maps``. Later code never b
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors.torch import load_file
 from torch import nn
+
+from .dino_checkpoint import PretrainCheckpointError, read_checkpoint
 
 INDOMAIN_SUFFIX = "+dino_indomain"  # DINO on the target training set (medvit.pretrain), from a start init
 INDOMAIN_STARTS = ("random", "imagenet")
@@ -180,8 +186,6 @@ def _weights_source(tag: str, weights_file: str | os.PathLike | None) -> Path | 
 
 def _hub_cached_file(tag: str) -> Path | None:
     """The hub file of a timm tag if it is already in the local Hugging Face cache (usable offline)."""
-    from huggingface_hub import try_to_load_from_cache
-
     repo = timm.models.get_pretrained_cfg(tag).hf_hub_id
     for filename in ("model.safetensors", "pytorch_model.bin"):
         hit = try_to_load_from_cache(repo, filename)
@@ -192,10 +196,7 @@ def _hub_cached_file(tag: str) -> Path | None:
 
 def _host_unresolvable(url: str) -> str | None:
     """Why ``url``'s host cannot be reached (its name does not resolve), or None. Fails fast offline
-    instead of the hub client's ~45 s of retries per file."""
-    import socket
-    from urllib.parse import urlparse
-
+    instead of waiting out the hub client's retries for each file."""
     host = urlparse(url).hostname
     try:
         socket.getaddrinfo(host, 443)
@@ -215,8 +216,6 @@ def _unavailable(spec: BackboneSpec, init: str, tag: str, err: Exception) -> Wei
 
 def _load_state_dict(path: Path) -> dict:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("teacher", "state_dict", "model"):  # DINO / common checkpoint wrappers
@@ -295,6 +294,30 @@ def _build_random(spec: BackboneSpec, in_chans: int, **kw) -> nn.Module:
     return net
 
 
+def load_backbone_state(path: str | os.PathLike, name: str, init: str, in_chans: int) -> dict:
+    """The teacher backbone of a finished pretraining checkpoint, for ``create_model(name, init,
+    weights_file=path)``: a missing, foreign, unfinished or mismatched file is a WeightsUnavailableError."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"pretraining checkpoint not found: {path} (for {name}, init {init!r}); "
+                                      f"run medvit.pretrain_dino with checkpoint={path} first")
+    try:
+        state = read_checkpoint(path)
+    except PretrainCheckpointError as err:
+        raise WeightsUnavailableError(str(err)) from None
+    settings, start = state["settings"], indomain_start(init)
+    wanted = {"model": name, "start_init": start, "in_chans": in_chans}
+    diff = [f"{k}: checkpoint {settings[k]!r}, asked {v!r}" for k, v in wanted.items() if settings[k] != v]
+    if diff:
+        raise WeightsUnavailableError(f"pretraining checkpoint {path} does not fit {name} / {init!r} / "
+                                      f"in_chans={in_chans}: {'; '.join(diff)}")
+    epochs = settings["config"]["epochs"]
+    if state["epoch"] < epochs:
+        raise WeightsUnavailableError(f"pretraining checkpoint {path} stopped at epoch {state['epoch']} of {epochs}; "
+                                      f"finish it with pretrain_dino(..., checkpoint={str(path)!r})")
+    return state["kept_backbone"]
+
+
 def _build_indomain(spec: BackboneSpec, init: str, weights_file, in_chans: int, **kw) -> nn.Module:
     """The network with the teacher backbone of a finished in-domain DINO pretraining (``medvit.pretrain_dino``'s
     checkpoint); a ViT's position embedding is resampled to the patch grid if the pretraining ran at another size."""
@@ -304,8 +327,6 @@ def _build_indomain(spec: BackboneSpec, init: str, weights_file, in_chans: int, 
             f"init {init!r} of {spec.name} is the checkpoint of an in-domain DINO pretraining, which must run first: "
             f"medvit.pretrain_dino(create_model({spec.name!r}, {start!r}, num_outputs=0, in_chans=..., img_size=...), "
             f"<training set>, DinoConfig(...), checkpoint=<path>), then pass weights_file=<path>")
-    from ..pretrain import load_backbone_state
-
     state = load_backbone_state(weights_file, spec.name, init, in_chans)
     net = timm.create_model(spec.arch, pretrained=False, in_chans=in_chans, **kw)
     if spec.family == "vit" and state["pos_embed"].shape != net.pos_embed.shape:

@@ -11,7 +11,7 @@ def not_drawn(figure: str, why: str):
     """The figure a page shows where nothing of ``figure`` could be drawn in this build (every setting is
     unavailable or failed): one panel that says so and why; the page lists each setting's reason and how to
     get what is missing under it. A page never fails for want of data or weights."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: the tables (plots.tables) import this package without drawing
 
     from ..page import anonymise
 

@@ -9,6 +9,7 @@ so and points to a numbered note under the figure with the reason. ``draw_salien
 """
 from __future__ import annotations
 
+import copy
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -93,8 +94,6 @@ def fig4_figure(grid, panel_size: float = 1.5, show_unavailable: bool = True, ma
         return not_drawn("Fig 4", "the test images of " + ", ".join(grid.datasets) + " are unavailable here; the "
                                   "list under the figure gives the reason and how to get them")
     if not show_unavailable:
-        import copy
-
         kept = [(m, i) for m, i in grid.rows if any(grid.cells[m, i, d][1] is not None for d in grid.datasets)]
         if not kept:
             return not_drawn("Fig 4", "no fine-tuned model of Fig 1 and no pretrained backbone is available here; "

@@ -36,17 +36,6 @@ def fig5_table(rows: pd.DataFrame) -> pd.DataFrame:
                                       "n_images"])
 
 
-def fig5_block_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean attention distance (px) averaged over heads: one row per block, one column per setting."""
-    long = fig5_table(rows)
-    if long.empty:
-        return pd.DataFrame()
-    long["setting"] = long["model"] + " " + long["init"].map(lambda i: INIT_NAMES.get(i, i)) + ", " + \
-        long["source"] + " (" + long["dataset"] + ")"
-    return long.pivot_table(index="block", columns="setting", values="distance_px", aggfunc="mean",
-                            sort=False).round(1)
-
-
 def fig5_page_table(rows: pd.DataFrame) -> "PageTable":
     """The mean attention distance over heads (px) as the page shows it: one line per setting that ran,
     one column per block; the images counted and the uniform-attention distance as notes."""

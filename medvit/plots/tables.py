@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..results import aggregate
-from ..stats import AT_CHANCE, CONTRADICTED, CONVERGENCE_UNKNOWN, MARGIN, N_RESAMPLES, gap_table
+from ..stats import (AT_CHANCE, CLAIM_PRETRAINED, CLAIM_SCRATCH, CONTRADICTED, CONVERGENCE_UNKNOWN, INCONCLUSIVE,
+                     MARGIN, N_RESAMPLES, SUPPORTED, gap_table)
 
 EVALUATION_NAMES = {"finetune": "fine-tuning", "knn": "k-NN", "segmentation": "segmentation",
                     "attention": "attention distance of the backbone",
@@ -39,17 +40,6 @@ def summary_table(rows: pd.DataFrame, by=("experiment", "dataset", "model", "ini
     agg["ours"] = [format_score(m, s, n) if st == "ok" else st
                    for m, s, n, st in zip(agg["median"], agg["std"], agg["n"], agg["status"])]
     return agg
-
-
-def unavailable_reasons(rows: pd.DataFrame) -> pd.DataFrame:
-    """The distinct reasons settings could not run (weights offline, failures), with what they affect."""
-    if rows.empty or "status" not in rows:
-        return pd.DataFrame(columns=["status", "model", "init", "reason", "runs"])
-    bad = rows[rows["status"] != "ok"]
-    if bad.empty:
-        return pd.DataFrame(columns=["status", "model", "init", "reason", "runs"])
-    return (bad.groupby(["status", "model", "init", "reason"], as_index=False).size()
-            .rename(columns={"size": "runs"}))
 
 
 def verdict_table(rows: pd.DataFrame, root, pairs, margin: float = MARGIN, n_resamples: int = N_RESAMPLES,
@@ -256,8 +246,6 @@ def verdict_findings(verdicts: pd.DataFrame, rows: pd.DataFrame | None = None, m
     """What a build found about the paper's two claims, from a verdict table (``verdict_table``; given
     ``rows``, only the comparisons that ran: ``ran_verdicts``): one sentence per claim, counting its verdicts
     and naming the comparisons that were not inconclusive. The numbers are the table's; nothing is typed."""
-    from ..stats import CLAIM_PRETRAINED, CLAIM_SCRATCH, INCONCLUSIVE, SUPPORTED
-
     verdicts = ran_verdicts(verdicts, rows)
     if verdicts.empty:
         return ["No comparison of a CNN with a ViT ran in this build, so it says nothing about the paper's claims."]
@@ -298,7 +286,7 @@ READING = {(True, CONTRADICTED): " (the ViT ahead)", (False, CONTRADICTED): " (a
 
 def synthetic_caveat(datasets) -> list[str]:
     """The sentence that opens a page's findings when some of its datasets are synthetic (none otherwise)."""
-    from ..data.registry import DataError, dataset_facts
+    from ..data.registry import DataError, dataset_facts  # lazy: medvit.data imports torch, these tables need none
 
     synthetic = []
     for d in dict.fromkeys(datasets):
