@@ -9,8 +9,6 @@ the authors' protocol (docs/protocol.md §4–§5). ``DinoConfig`` is in-domain 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 
@@ -124,11 +122,6 @@ class DinoConfig:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def fingerprint(self) -> str:
-        """A short hash of every setting: two configs share it only if they train the same way."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-
 
 def _positive(v) -> bool:
     return v > 0

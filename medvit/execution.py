@@ -155,7 +155,7 @@ def current_rows(params: Params, runs: list[Run], store: ResultsStore) -> tuple[
 
 
 def cpu_workers(params: Params, device: torch.device) -> int:
-    """How many runs ``run_experiment`` does at once: ``params.cpu_runs`` on a CPU (each with its share of
+    """How many runs ``do_runs`` does at once: ``params.cpu_runs`` on a CPU (each with its share of
     the cores as intra-op threads), one on a GPU (the GPU is what they would share)."""
     return max(1, params.cpu_runs) if device.type == "cpu" else 1
 

@@ -31,6 +31,9 @@ from pathlib import Path
 import yaml
 
 from .config import RANGES, DinoConfig, SlurmConfig, TrainConfig
+from .data import list_datasets
+from .data.registry import dataset_signature
+from .models import INITS, indomain_start, list_models
 
 from .resources import PARAMS_DIR_ENV, params_dir  # noqa: F401  (where the profiles are)
 
@@ -256,8 +259,6 @@ def _dataset_options(options: dict, source: str) -> dict:
     """``options`` checked as ``{dataset: {option: value}}``: every dataset registered, every option one its
     factory takes (``create_dataset(name, split, **options)``), of the type the factory declares. A string
     where a float is declared is read as a float, as for Params' own floats (YAML 1.1 reads 1e-4 as a string)."""
-    from .data import list_datasets
-
     known = list_datasets()
     checked = {}
     for dataset, given in options.items():
@@ -292,8 +293,6 @@ def _dataset_options(options: dict, source: str) -> dict:
 def _dataset_option_hints(dataset: str) -> dict | None:
     """The options ``dataset``'s factory takes besides the split, each with its declared type (``Parameter.empty``
     where none is declared); None if it takes any keyword (``**options``)."""
-    from .data.registry import dataset_signature
-
     parameters = dataset_signature(dataset).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return None
@@ -364,9 +363,6 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
 
 def _check_names(params: Params, sources: dict[str, str]) -> None:
     """Every dataset, model and init named in the profile exists (the error suggests the closest name)."""
-    from .data import list_datasets
-    from .models import INITS, indomain_start, list_models
-
     kinds = {"datasets": list_datasets(), "models": list_models(), "inits": list(INITS)}
     for f in dataclasses.fields(Params):
         kind = next((k for k in kinds if f.name == k or f.name.endswith("_" + k)), None)

@@ -13,7 +13,7 @@ def not_drawn(figure: str, why: str):
     get what is missing under it. A page never fails for want of data or weights."""
     import matplotlib.pyplot as plt  # lazy: the tables (plots.tables) import this package without drawing
 
-    from ..page import anonymise
+    from ..page import anonymise  # lazy: medvit.page imports torch; the tables import this package without it
 
     fig, ax = plt.subplots(figsize=(7.0, 1.6))
     ax.set_axis_off()

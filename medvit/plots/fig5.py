@@ -86,7 +86,7 @@ def _unavailable_text(reason: str, width: int = 38, lines: int = 9) -> str:
 
 def fig5_figure(rows: pd.DataFrame, inits=("random", "imagenet", "dino"), show_unavailable: bool = True):
     """Dots per head (colour) at each block (x) of each ViT; rows: backbone / fine-tuned per dataset,
-    columns: inits. ``rows`` are the result rows of ``run_experiment(params, "fig5")``.
+    columns: inits. ``rows`` are the result rows of ``figure_rows(params, "fig5")``.
 
     ``show_unavailable``: a panel with its reason for each setting that did not run; False draws only what
     ran (rows and columns without any ``ok`` setting are left out; a remaining empty panel is blank) and

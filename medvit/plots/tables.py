@@ -104,7 +104,7 @@ class PageTable:
         return f"[{self.notes.index(text) + 1}]"
 
     def _repr_html_(self) -> str:  # in Jupyter, as in the book
-        from ..page import table
+        from ..page import table  # lazy: medvit.page imports torch, these tables need none
 
         return table(self)._repr_html_()
 
