@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from medvit import create_model, load_params
+from medvit.figures import fig2
 from medvit.data.segmentation import create_segmentation_transform
 from medvit.data.transforms import create_transform
 from medvit.metrics import compute_metrics, scores_from_logits
@@ -117,7 +118,7 @@ def segmentation(name: str, params, args):
     """Fig 2's PH2 at the profile's seg_img_size: DeepLabV3, medvit's Segmentation task and the plain loop."""
     from medvit.experiments.segmentation import load_segmentation_split
 
-    dataset = params.seg_datasets[0]
+    dataset = fig2.settings(params).datasets[0]
     train, val, test = (load_segmentation_split(params, dataset, s) for s in ("train", "val", "test"))
     size = params.seg_img_size
     torch.manual_seed(0)

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from medvit import load_params
+from medvit.figures import fig2
 import medvit.knn
 import medvit.segment
 import medvit.train
@@ -147,7 +148,7 @@ def main(argv=None) -> dict:
         dataset = args.dataset or params.datasets[0]
         jobs = [(finetune.FINETUNE, Run("finetune", dataset, m, "random", 0)) for m in args.finetune]
         jobs += [(knn.KNN, Run("knn", dataset, m, "random", 0)) for m in args.knn]
-        jobs += [(segmentation.SEGMENTATION, Run("segmentation", params.seg_datasets[0], m, "random", 0))
+        jobs += [(segmentation.SEGMENTATION, Run("segmentation", fig2.settings(params).datasets[0], m, "random", 0))
                  for m in args.segmentation]
         results = []
         for experiment, run in jobs:

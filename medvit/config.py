@@ -159,7 +159,6 @@ RANGES = {
     "checkpoint_repetitions": (_non_negative, "an integer >= 0"),
     "knn_k": (_positive, "an integer >= 1"),
     "knn_temperature": (_positive, "a number > 0 (the vote weights are exp(similarity / T))"),
-    "saliency_images": (_positive, "an integer >= 1"),
     "attention_images": (_positive, "an integer >= 1"),
     "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "device": (lambda v: DEVICE_PATTERN.fullmatch(v) is not None, "auto, cpu, mps, cuda or cuda:N"),

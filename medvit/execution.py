@@ -28,7 +28,7 @@ import torch
 from .device import available_cores, resolve_device
 from .experiments import experiment, prerequisites, settings_hash, waves
 from .experiments.inputs import pretraining_checkpoint
-from .figures import FIGURES, figure
+from .figures import FIGURES, check_sections, figure
 from .layout import Layout
 from .models import WeightsUnavailableError
 from .params import Params
@@ -56,6 +56,7 @@ def grid_runs(params: Params, figures: list[str] | None = None) -> list[Run]:
     unknown = sorted(set(figures or ()) - set(FIGURES))
     if unknown:
         raise ValueError(f"unknown figure(s) {unknown}; registered: {', '.join(FIGURES)}")
+    check_sections(params)
     runs: dict[str, Run] = {}
     for name in (figures or list(FIGURES)):
         for run in figure(name).plan(params):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .device import resolve_device
+from .figures import check_sections
 from .models.backbones import get_spec
 from .params import Params, ParamsError, load_params
 from .resources import VERSION, checkout, source_revision
@@ -89,6 +90,7 @@ def header(profile: str, results_dir: str = "results", overrides: Mapping | None
     if not isinstance(overrides or {}, Mapping):
         raise ParamsError(f"overrides={overrides!r} should be a dict of Params fields, e.g. {{'repetitions': 1}}")
     params = load_params(profile, results_dir=results_dir, **dict(overrides or {}))
+    check_sections(params)
     pd.set_option("display.max_colwidth", None)
     print(provenance_line(params, str(resolve_device(params))))
     print(params.description)

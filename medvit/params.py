@@ -107,29 +107,25 @@ class Params:
     # k-NN (docs/protocol.md §6)
     knn_k: int = 200
     knn_temperature: float = 0.1
-    # Fig 1: backbones × inits; Fig 3: capacity sweep over fig3_datasets
+    # Fig 1: backbones × inits (Figs 4 and 5 show the same ones)
     fig1_models: tuple[str, ...] = ("resnet50", "deit_small")
     fig1_inits: tuple[str, ...] = ("random", "imagenet", "dino")
-    fig3_models: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "deit_tiny", "deit_small", "deit_base")
-    fig3_inits: tuple[str, ...] = ("imagenet",)  # the paper's sweep uses ImageNet weights
-    fig3_datasets: tuple[str, ...] = ()
     # In-domain DINO (the "<start>+dino_indomain" inits, docs/protocol.md §7): one pretraining per dataset ×
     # backbone × start init, for these datasets and backbones only; its global crop is img_size.
     dino: DinoConfig = DinoConfig()
     dino_datasets: tuple[str, ...] = ()
     dino_models: tuple[str, ...] = ("resnet50", "deit_small")
-    # Fig 2: DeepLabV3 segmentation (docs/protocol.md §9)
-    seg_datasets: tuple[str, ...] = ()
-    seg_models: tuple[str, ...] = ("resnet50", "deit_small")
-    seg_inits: tuple[str, ...] = ("random", "imagenet", "dino")
+    # DeepLabV3 segmentation (docs/protocol.md §9)
     seg_img_size: int = 224
     seg_train: TrainConfig = TrainConfig(epochs=50, batch_size=16)
     # Figs 4 and 5: saliency and mean attention distance (docs/protocol.md §10, §11)
     saliency_datasets: tuple[str, ...] = ()
-    saliency_images: int = 4  # test images per dataset in the Fig 4 grid
     attention_images: int = 512  # test images averaged per point in Fig 5
     # launchers
     slurm: SlurmConfig = SlurmConfig()
+    # Each figure's own section, {figure: {setting: value}}: what only that figure reads (which runs it shows,
+    # how it draws), checked by the figure's Settings (``figure_settings``); absent keys take its defaults.
+    figures: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -210,7 +206,7 @@ def _coerce(cls, name: str, value, source: str, prefix: str = ""):
             return value
         if origin in (str, bool, dict) and isinstance(value, origin):
             return value
-    raise ParamsError(f"{source}: {name}={value!r} should be {_type_name(hint)}")
+    raise ParamsError(f"{source}: {prefix}{name}={value!r} should be {_type_name(hint)}")
 
 
 def _type_name(hint) -> str:
@@ -230,7 +226,7 @@ def _nested(cls, base, values: dict, source: str, prefix: str):
     changes = {}
     for key, value in values.items():
         if key not in names:
-            raise ParamsError(f"{source}: unknown parameter {prefix + key!r}{_did_you_mean(key, names)}; "
+            raise ParamsError(f"{source}: unknown parameter {prefix + key!r}{did_you_mean(key, names)}; "
                               f"known in {prefix.rstrip('.')}: {', '.join(sorted(names))}")
         value = _coerce(cls, key, value, source, prefix)
         _check_range(key, value, source if not prefix else f"{source}: {prefix.rstrip('.')}")
@@ -264,7 +260,7 @@ def _dataset_options(options: dict, source: str) -> dict:
     for dataset, given in options.items():
         if dataset not in known:
             raise ParamsError(f"{source}: dataset_options names unknown dataset {dataset!r}"
-                              f"{_did_you_mean(str(dataset), known)}")
+                              f"{did_you_mean(str(dataset), known)}")
         if not isinstance(given, dict):
             raise ParamsError(f"{source}: dataset_options.{dataset}={given!r} should be a mapping of option: value "
                               f"(e.g. {{size: 28}})")
@@ -274,7 +270,7 @@ def _dataset_options(options: dict, source: str) -> dict:
             field_name = f"dataset_options.{dataset}.{option}"
             if hints is not None and option not in hints:
                 takes = ", ".join(sorted(hints)) or "no options"
-                raise ParamsError(f"{source}: unknown option {field_name!r}{_did_you_mean(str(option), hints)}; "
+                raise ParamsError(f"{source}: unknown option {field_name!r}{did_you_mean(str(option), hints)}; "
                                   f"{dataset} takes: {takes}")
             hint = hints.get(option, inspect.Parameter.empty) if hints is not None else inspect.Parameter.empty
             if hint is float and isinstance(value, str):
@@ -320,7 +316,7 @@ def _fits(hint, value) -> bool:
     return True
 
 
-def _did_you_mean(name: str, choices) -> str:
+def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -331,7 +327,7 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
     if path.suffix not in (".yaml", ".yml"):
         path = params_dir() / f"{profile}.yaml"
         if not path.is_file():
-            raise ParamsError(f"unknown profile {str(profile)!r}{_did_you_mean(str(profile), list_profiles())}: "
+            raise ParamsError(f"unknown profile {str(profile)!r}{did_you_mean(str(profile), list_profiles())}: "
                               f"no {path}; profiles: {', '.join(list_profiles())}")
     values = _read_profile(path)
     fields = {f.name: f for f in dataclasses.fields(Params)}
@@ -340,12 +336,14 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
     for source, items in ((str(path), values), ("override", {k: v for k, v in overrides.items() if v is not None})):
         for key, value in items.items():
             if key not in fields:
-                raise ParamsError(f"{source}: unknown parameter {key!r}{_did_you_mean(key, fields)}; "
+                raise ParamsError(f"{source}: unknown parameter {key!r}{did_you_mean(key, fields)}; "
                                   f"known: {', '.join(sorted(fields))}")
             _refuse_non_finite(value, source, key)
             value = _coerce(Params, key, value, source)
             if key == "dataset_options":
                 value = _dataset_options(value, source)
+            if key == "figures":
+                value = _figure_sections(resolved.get("figures", {}), value, source)
             if key == "dino" and isinstance(value, dict) and "img_size" in value:
                 raise ParamsError(f"{source}: dino.img_size is not a setting: DINO's global crop is the profile's "
                                   f"img_size")
@@ -371,15 +369,39 @@ def _check_names(params: Params, sources: dict[str, str]) -> None:
         for name in getattr(params, f.name):
             if name not in kinds[kind]:
                 raise ParamsError(f"{sources[f.name]}: {f.name} names unknown {kind[:-1]} {name!r}"
-                                  f"{_did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
+                                  f"{did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
     indomain = [(f.name, i) for f in dataclasses.fields(Params) if f.name.endswith("_inits")
                 for i in getattr(params, f.name) if indomain_start(i) is not None]
-    seg = [i for i in params.seg_inits if indomain_start(i) is not None]
-    if seg:
-        raise ParamsError(f"{sources['seg_inits']}: seg_inits names {seg[0]!r}: segmentation starts from the paper's "
-                          f"inits only (random, imagenet, dino); in-domain DINO is pretrained for the "
-                          f"classification datasets (Fig 1)")
     if indomain and not params.dino_datasets:
         name, init = indomain[0]
         raise ParamsError(f"{sources[name]}: {name} names {init!r}, but dino_datasets is empty: name the datasets "
                           f"to pretrain on in-domain (dino_datasets: [...])")
+
+
+def _figure_sections(current: dict, given, source: str) -> dict:
+    """``given`` checked as ``{figure: {setting: value}}`` and merged into ``current`` figure by figure (an
+    override names only the settings it changes); each figure's Settings checks its own values."""
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise ParamsError(f"{source}: figures={given!r} should be a mapping of figure: {{setting: value}}, "
+                          f"e.g. {{fig3: {{models: [resnet18, deit_tiny]}}}}")
+    return {**current, **{name: {**current.get(name, {}), **values} for name, values in given.items()}}
+
+
+def figure_settings(params: Params, figure: str, cls):
+    """Figure ``figure``'s section of the profile (``figures: {<figure>: {...}}``) as its ``cls``, a frozen
+    dataclass whose defaults are the paper's: every key one of its fields, every value of that field's type
+    (checked as Params' own, and by ``cls.__post_init__``), every dataset, model and init it names registered
+    (fields ``datasets``, ``models``, ``inits``, or ending so); a ParamsError names ``figures.<figure>.<key>``."""
+    source = f"profile {params.profile!r}"
+    settings = _nested(cls, cls(), params.figures.get(figure, {}), source, f"figures.{figure}.")
+    kinds = {"datasets": list_datasets(), "models": list_models(), "inits": list(INITS)}
+    for f in dataclasses.fields(cls):
+        kind = next((k for k in kinds if f.name == k or f.name.endswith("_" + k)), None)
+        for name in getattr(settings, f.name) if kind else ():
+            if name not in kinds[kind]:
+                raise ParamsError(f"{source}: figures.{figure}.{f.name} names unknown {kind[:-1]} {name!r}"
+                                  f"{did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
+            if kind == "inits" and indomain_start(name) is not None and not params.dino_datasets:
+                raise ParamsError(f"{source}: figures.{figure}.{f.name} names {name!r}, but dino_datasets is "
+                                  f"empty: name the datasets to pretrain on in-domain (dino_datasets: [...])")
+    return settings

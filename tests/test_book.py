@@ -359,7 +359,7 @@ def test_a_changed_setting_reruns_what_reads_it_and_never_mixes_rows(smoke_resul
     out = capsys.readouterr().out
     assert "1 already done, 1 to run" in out and "knn__synthetic_shapes__resnet18__random__r0: ok" in out
     assert "1 older rows made with other settings are kept as history and not shown" in out
-    rows = medvit.figure_rows(medvit.load_params("smoke", fig3_models=["resnet18"], **small), "fig1")
+    rows = medvit.figure_rows(medvit.load_params("smoke", figures={"fig3": {"models": ["resnet18"]}}, **small), "fig1")
     assert "to run" not in capsys.readouterr().out, "which runs a figure asks for is not a run setting"
     assert sorted(rows["k"].dropna()) == [20.0], "the rows shown are those of the current settings"
 

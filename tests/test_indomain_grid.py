@@ -52,8 +52,9 @@ def test_the_plan_puts_one_pretraining_before_the_runs_that_start_from_it(tmp_pa
 def test_in_domain_inits_need_their_datasets_and_are_not_for_segmentation():
     with pytest.raises(ParamsError, match="dino_datasets is empty"):
         load_params("smoke", fig1_inits=["random", INIT], dino_datasets=[])
-    with pytest.raises(ParamsError, match="seg_inits names 'random\\+dino_indomain'"):
-        load_params("smoke", seg_inits=[INIT], dino_datasets=["synthetic_shapes"])
+    with pytest.raises(ParamsError, match="figures.fig2: inits names 'random\\+dino_indomain'"):
+        figure("fig2").settings(load_params("smoke", figures={"fig2": {"inits": [INIT]}},
+                                            dino_datasets=["synthetic_shapes"]))
     with pytest.raises(ParamsError, match="dino.img_size is not a setting"):
         load_params("smoke", dino={"img_size": 32})
     with pytest.raises(ParamsError, match="dino: DinoConfig.global_crop_scale"):

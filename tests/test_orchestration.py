@@ -164,7 +164,7 @@ def test_data_that_is_not_here_makes_the_run_unavailable_not_failed(tmp_path):
 
 def test_fig2_with_no_data_gives_unavailable_rows_with_the_how_to(tmp_path):
     params = load_params("quick", data_root=str(tmp_path / "empty"), results_dir=str(tmp_path), repetitions=1,
-                         seg_inits=["random"])
+                         figures={"fig2": {"inits": ["random"]}})
     rows = figure_rows(params, "fig2")
     assert set(rows["status"]) == {"unavailable"} and len(rows) == 2
     assert all("ph2" in r.lower() for r in rows["reason"])

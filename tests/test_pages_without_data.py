@@ -18,6 +18,7 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from medvit import runner
+from medvit.figures import fig2
 from medvit.params import list_profiles
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_every_shipped_profile_but_smoke_reads_data_that_can_be_absent():
     from medvit.data import dataset_facts
 
     smoke = load_params("smoke")
-    assert all(dataset_facts(d).synthetic for d in (*smoke.datasets, *smoke.seg_datasets))
+    assert all(dataset_facts(d).synthetic for d in (*smoke.datasets, *fig2.settings(smoke).datasets))
     for profile in PROFILES_WITH_DATA_TO_LACK:
         assert not any(dataset_facts(d).synthetic for d in load_params(profile).datasets), profile
 

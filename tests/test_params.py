@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from medvit import Params, ParamsError, list_profiles, load_params
+from medvit.execution import grid_runs
+from medvit.figures import check_sections, fig3, fig4
 from medvit.params import params_dir
 
 
@@ -63,7 +65,7 @@ def test_wrong_type_names_the_key_and_file(tmp_path, text, key):
 
 
 def test_wrong_type_override_names_the_key():
-    with pytest.raises(ParamsError, match=r"override: epochs='3' should be"):
+    with pytest.raises(ParamsError, match=r"override: train.epochs='3' should be"):
         load_params("smoke", train={"epochs": "3"})
 
 
@@ -148,13 +150,39 @@ def test_yaml_exponent_without_a_dot_is_a_float(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ({"datasets": ["retinamnsit"]}, "unknown dataset 'retinamnsit' \\(did you mean 'retinamnist'\\?\\)"),
-    ({"fig3_models": ["resnet05"]}, "unknown model 'resnet05' \\(did you mean 'resnet50'\\?\\)"),
-    ({"seg_inits": ["imagnet"]}, "unknown init 'imagnet' \\(did you mean 'imagenet'\\?\\)"),
+    ({"fig1_models": ["resnet05"]}, "unknown model 'resnet05' \\(did you mean 'resnet50'\\?\\)"),
+    ({"fig1_inits": ["imagnet"]}, "unknown init 'imagnet' \\(did you mean 'imagenet'\\?\\)"),
     ({"train": {"epoch": 3}}, "unknown parameter 'train.epoch' \\(did you mean 'epochs'\\?\\)"),
 ])
 def test_unknown_names_in_any_list_get_a_did_you_mean(override, message):
     with pytest.raises(ParamsError, match=message):
         load_params("smoke", **override)
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"fig3": {"models": ["resnet05"]}}, "figures.fig3.models names unknown model 'resnet05' \\(did you mean 'resnet50'"),
+    ({"fig2": {"inits": ["imagnet"]}}, "figures.fig2.inits names unknown init 'imagnet' \\(did you mean 'imagenet'"),
+    ({"fig2": {"inits": ["random+dino_indomain"]}}, "segmentation starts from the paper's inits only"),
+    ({"fig3": {"model": ["resnet18"]}}, "unknown parameter 'figures.fig3.model' \\(did you mean 'models'"),
+    ({"fig4": {"images": "three"}}, "figures.fig4.images='three'"),
+    ({"fig4": {"images": 0}}, "images=0: expected an integer >= 1"),
+    ({"fig6": {"images": 2}}, "figures.fig6 is not a figure with settings"),
+])
+def test_a_figures_own_section_is_checked_by_its_settings_before_anything_runs(sections, message):
+    params = load_params("smoke", figures=sections)
+    with pytest.raises(ParamsError, match=message):
+        check_sections(params)
+    with pytest.raises(ParamsError, match=message):
+        grid_runs(params)
+
+
+def test_an_override_of_a_figures_section_changes_only_the_settings_it_names():
+    params = load_params("smoke", figures={"fig3": {"models": ["resnet18"]}})
+    assert fig3.settings(params) == fig3.Settings(datasets=("synthetic_shapes",), models=("resnet18",),
+                                                  inits=("random",))
+    assert fig4.settings(params).images == 3, "the other sections as the profile gives them"
+    with pytest.raises(ParamsError, match="figures=.* should be a mapping of figure"):
+        load_params("smoke", figures={"fig3": ["resnet18"]})
 
 
 def test_the_paper_profile_trains_the_authors_published_25_epochs():

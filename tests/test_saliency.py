@@ -160,7 +160,7 @@ def smoke(tmp_path, monkeypatch):
     weights saved through the same code as fine-tuning) for synthetic_shapes, random init, repetition 0."""
     monkeypatch.delenv("MEDVIT_WEIGHTS_DIR", raising=False)
     params = load_params("smoke", results_dir=str(tmp_path / "results"), fig1_inits=["random", "dino"],
-                         saliency_images=2)
+                         figures={"fig4": {"images": 2}})
     opts = params.options_for("synthetic_shapes")
     torch.manual_seed(0)
     model = create_model("deit_tiny", "random", num_outputs=opts["num_classes"], img_size=params.img_size)

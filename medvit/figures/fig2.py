@@ -1,6 +1,7 @@
 """Fig 2 — segmentation: DeepLabV3 on a dilated ResNet50 and on DeiT-S patch tokens.
 
-Runs: ``segmentation`` (``medvit.experiments.segmentation``) for ``seg_datasets`` × ``seg_models`` × ``seg_inits`` × repetitions.
+Runs: ``segmentation`` (``medvit.experiments.segmentation``) for its section's datasets × models × inits
+(``figures: {fig2: {...}}`` in a profile, :class:`Settings`) × repetitions.
 Book page: ``book/notebooks/fig2_segmentation``; figure and table: ``medvit.plots.fig2``.
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 from ..data.segmentation import create_segmentation_transform
 from ..device import resolve_device
 from ..experiments.segmentation import load_segmentation_model, load_segmentation_split
-from ..params import Params
+from ..models import indomain_start
+from ..params import Params, figure_settings
 from ..runs import Run, RunUnavailable, grid
 from ..segment import dice_iou_per_image, predict_masks
 from .departures import segmentation_departures
@@ -23,12 +25,32 @@ TITLE = "Fig 2 — Segmentation with DeepLabV3"
 NOTEBOOK = "fig2_segmentation"
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Fig 2's section of a profile: which segmentations it shows (defaults: the paper's backbones and inits)."""
+
+    datasets: tuple[str, ...] = ()
+    models: tuple[str, ...] = ("resnet50", "deit_small")
+    inits: tuple[str, ...] = ("random", "imagenet", "dino")
+
+    def __post_init__(self):
+        indomain = [i for i in self.inits if indomain_start(i) is not None]
+        if indomain:
+            raise ValueError(f"inits names {indomain[0]!r}: segmentation starts from the paper's inits only (random, "
+                             f"imagenet, dino); in-domain DINO is pretrained for the classification datasets (Fig 1)")
+
+
+def settings(params: Params) -> Settings:
+    return figure_settings(params, NAME, Settings)
+
+
 def plan(params: Params) -> list[Run]:
-    return grid("segmentation", params, params.seg_models, params.seg_inits, params.seg_datasets)
+    s = settings(params)
+    return grid("segmentation", params, s.models, s.inits, s.datasets)
 
 
 def departures(params: Params) -> list[str]:
-    return segmentation_departures(params)
+    return segmentation_departures(params, settings(params).datasets)
 
 
 @dataclass
@@ -48,7 +70,7 @@ class SegmentationExamples:
 def segmentation_examples(params: Params, dataset: str, inits=("random",), n_images: int = 4, repetition: int = 0,
                           device=None, skip_missing: bool = False) -> SegmentationExamples:
     """The same ``n_images`` test images (evenly spaced over the test split) with ground truth and the
-    predicted mask of every ``inits`` × ``params.seg_models`` checkpoint of ``repetition`` (on ``device``,
+    predicted mask of every ``inits`` × Fig 2's ``models`` checkpoint of ``repetition`` (on ``device``,
     default the profile's).
 
     A missing checkpoint raises FileNotFoundError, or with ``skip_missing`` is listed in ``missing``; so is
@@ -71,7 +93,7 @@ def segmentation_examples(params: Params, dataset: str, inits=("random",), n_ima
     out = SegmentationExamples(dataset, indices, images, masks)
     device = resolve_device(params) if device is None else torch.device(device)
     for init in inits:  # the backbones side by side for each init
-        for model_name in params.seg_models:
+        for model_name in settings(params).models:
             label = f"{model_name} / {init}"
             try:
                 model = load_segmentation_model(params, Run("segmentation", dataset, model_name, init, repetition),

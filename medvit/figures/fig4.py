@@ -13,7 +13,7 @@ import torch
 
 from ..data import create_transform
 from ..models import ModelError, WeightsUnavailableError, create_model, indomain_start
-from ..params import Params
+from ..params import Params, figure_settings
 from ..experiments.finetune import load_finetuned
 from ..experiments.inputs import pretrained_weights, profile_dataset
 from ..layout import Layout
@@ -24,6 +24,21 @@ from .departures import dataset_departures, execution_departures
 NAME = "fig4"
 TITLE = "Fig 4 — Grad-CAM and attention maps"
 NOTEBOOK = "fig4_saliency"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Fig 4's section of a profile: how many test images per dataset its grid shows."""
+
+    images: int = 4
+
+    def __post_init__(self):
+        if self.images < 1:
+            raise ValueError(f"images={self.images!r}: expected an integer >= 1")
+
+
+def settings(params: Params) -> Settings:
+    return figure_settings(params, NAME, Settings)
 
 
 def plan(params: Params) -> list[Run]:
@@ -119,12 +134,12 @@ class SaliencyGrid:
 
 def saliency_grid(params: Params, models=None, inits=None, datasets=None, num_images: int | None = None,
                   device="cpu") -> SaliencyGrid:
-    """Fig 4: the first ``num_images`` (``params.saliency_images``) test images of each saliency dataset and
+    """Fig 4: the first ``num_images`` (Fig 4's ``images``) test images of each saliency dataset and
     the saliency of each (backbone, init) pair that exists (default: Fig 1's backbones and inits)."""
     models = params.fig1_models if models is None else tuple(models)
     inits = params.fig1_inits if inits is None else tuple(inits)
     datasets = params.saliency_datasets if datasets is None else tuple(datasets)
-    n = params.saliency_images if num_images is None else num_images
+    n = settings(params).images if num_images is None else num_images
     if not datasets:
         raise ValueError(f"profile {params.profile!r} names no saliency_datasets for Fig 4")
     indices, images, batches, no_images = {}, {}, {}, {}
