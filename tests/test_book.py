@@ -377,3 +377,147 @@ def test_executed_notebooks_get_collapsed_parameters_and_no_unrenderable_widget_
     cells = json.loads(path.read_text())["cells"]
     assert "remove-cell" in cells[0]["metadata"]["tags"] and "hide-cell" in cells[2]["metadata"]["tags"]
     assert cells[1]["outputs"] == [image]
+
+
+TOY_FIGURE = '''"""A toy figure, added as ARCHITECTURE.md says: k-NN accuracy of each backbone of its own section."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+
+from ..params import Params, figure_settings
+from ..runs import Run, grid
+
+NAME = "toy"
+TITLE = "Toy — k-NN per backbone"
+NOTEBOOK = "toy_knn"
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...] = ("resnet18",)
+
+
+def settings(params: Params) -> Settings:
+    return figure_settings(params, NAME, Settings)
+
+
+def plan(params: Params) -> list[Run]:
+    return grid("knn", params, settings(params).models, ("random",), params.datasets)
+
+
+def departures(params: Params) -> list[str]:
+    return ["a toy: it departs from everything."]
+
+
+def draw(rows):
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(rows["model"], rows["value"])
+    ax.set_ylabel(rows["metric"].iloc[0])
+    return fig
+'''
+
+TOY_NOTEBOOK = '''---
+jupytext:
+  formats: ipynb,md:myst
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+    jupytext_version: 1.19.6
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Toy — k-NN per backbone
+
+```{code-cell}
+:tags: [parameters]
+
+profile = "smoke"
+results_dir = "results"
+force = False
+run_missing = True
+overrides = {}
+```
+
+```{code-cell}
+:tags: [hide-input, remove-output]
+
+import medvit
+from medvit import page
+from medvit.figures import toy
+
+params = page.header(profile, results_dir, overrides, departures=toy.departures)
+rows = medvit.figure_rows(params, "toy", run_missing=run_missing, force=force)
+page.figure("toy-knn", toy.draw(rows))
+```
+
+```{glue:figure} toy-knn
+:name: toy-knn
+
+The toy's k-NN test metric per backbone.
+```
+
+```{code-cell}
+:tags: [remove-input]
+
+page.about(params, toy.departures(params))
+```
+'''
+
+
+@pytest.mark.slow
+def test_a_new_figure_is_its_module_a_registry_line_a_notebook_and_a_toc_line(smoke_book, tmp_path):
+    """Add a figure the way ARCHITECTURE.md says, in a copy of the repository, and build the book with it."""
+    repo = tmp_path / "repo"
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split("\n")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / name, repo / name)
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout  # noqa: E731
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before the toy figure")
+
+    (repo / "medvit/figures/toy.py").write_text(TOY_FIGURE)
+    registry = repo / "medvit/figures/__init__.py"
+    text = registry.read_text()
+    registry.write_text(text.replace("import fig1, fig2, fig3, fig4, fig5\n", "import fig1, fig2, fig3, fig4, fig5, toy\n")
+                        .replace("(fig1, fig2, fig3, fig4, fig5)}", "(fig1, fig2, fig3, fig4, fig5, toy)}"))
+    (repo / "book/notebooks/toy_knn.md").write_text(TOY_NOTEBOOK)
+    toc = repo / "_toc.yml"
+    toc.write_text(toc.read_text().replace("      - file: book/_executed/fig5_attention_distance\n",
+                                           "      - file: book/_executed/fig5_attention_distance\n"
+                                           "      - file: book/_executed/toy_knn\n"))
+    changed = sorted(line[3:] for line in git("status", "--porcelain", "--untracked-files=all").splitlines())
+    assert changed == ["_toc.yml", "book/notebooks/toy_knn.md", "medvit/figures/__init__.py",
+                       "medvit/figures/toy.py"]
+
+    # its own section of a profile (a profile of the user's, beside the repository)
+    profile = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    profile["figures"]["toy"] = {"models": ["resnet18", "deit_small"]}
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "smoke.yaml").write_text(yaml.safe_dump(profile))
+    results = shutil.copytree(smoke_book.results, tmp_path / "results")
+    executed = shutil.copytree(smoke_book.book / runner.EXECUTED, repo / runner.EXECUTED)  # the other pages
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    medvit_cli = [sys.executable, "-m", "medvit"]
+    done = subprocess.run([*medvit_cli, "reproduce", "--profile", str(tmp_path / "profiles" / "smoke.yaml"),
+                           "--only", "toy", "--results-dir", str(results)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "toy: 2 runs planned, 1 already done, 1 to run" in done.stdout, "resnet18's k-NN is the smoke grid's"
+    assert "knn__synthetic_shapes__deit_small__random__r0: ok" in done.stdout
+    assert "toy: 2 runs; 2 ok, 0 unavailable, 0 failed" in done.stdout, "the page read what the grid left"
+    assert (executed / "toy_knn.ipynb").is_file()
+    built = subprocess.run([*medvit_cli, "book"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    page = (repo / "_build/html" / runner.EXECUTED / "toy_knn.html").read_text()
+    assert "<img" in page and 'id="toy-knn"' in page and "a toy: it departs from everything." in page
+    assert "toy_knn.html" in (repo / "_build/html/book/_executed/fig5_attention_distance.html").read_text()
