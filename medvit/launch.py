@@ -256,7 +256,7 @@ class _Progress:
             if state in ("ok", "unavailable"):
                 outcome.status, outcome.error = state, ""
             else:
-                outcome.status, outcome.log = "failed", ""
+                outcome.status, outcome.log, outcome.state = "failed", "", ""
                 outcome.error = f"{outcome.error}, which ended " + (
                     f"with a failed row: {reason}" if state == "failed" else "without a row (killed?)")
             self.finished(outcome)
