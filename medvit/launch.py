@@ -512,7 +512,12 @@ def launch_slurm(params: Params, runs: list[Run], executor=None, force: bool = F
     """Submit ``runs`` as Slurm job arrays, one per wave (resources from ``params.slurm``), all at once, each
     array after the first waiting for the one before it (:func:`_after`); then wait, showing queued / running
     / done / failed from Slurm's accounting. ``dry_run``: print the sbatch options and the tasks, submit
-    nothing. ``execute`` replaces ``execute_run`` in the tasks (a stand-in for tests)."""
+    nothing. ``execute`` replaces ``execute_run`` in the tasks (a stand-in for tests).
+
+    Slurm knows only this launch's arrays: when an earlier launch's task still holds a run (this launch's task
+    for it returns at once), this launch's next array may start before that run has ended; a run there that
+    reads it finds no checkpoint and is ``unavailable``, and the earlier launch's own next array, which waits
+    for that task, does it again."""
     start = time.perf_counter()
     report = LaunchReport("slurm", planned=len(runs), dry_run=dry_run)
     if dry_run:
@@ -523,11 +528,11 @@ def launch_slurm(params: Params, runs: list[Run], executor=None, force: bool = F
         executor = slurm_executor(params, signal_delay_s=signal_delay_s)
     bar = _Progress(params, len(runs), "slurm", progress, every_s=poll_s, log=log)
     watcher = _submitit().SlurmJob.watcher
+    by_wave = waves(runs)
     live: dict = {}  # submitted job -> (its run, its wave), until the job has ended
-    wave_of = {run: i for i, wave in enumerate(waves(runs)) for run in wave}
     arrays: list[str] = []  # each wave's job array id
     try:
-        for i, wave in enumerate(waves(runs)):
+        for i, wave in enumerate(by_wave):
             executor.update_parameters(additional_parameters=_after(arrays[-1]) if arrays else None)
             with executor.batch():
                 jobs = [executor.submit(SlurmTask(execute), run, params, force) for run in wave]
@@ -556,7 +561,7 @@ def launch_slurm(params: Params, runs: list[Run], executor=None, force: bool = F
                 elif i and any(w == i - 1 for _, w in live.values()):
                     continue  # it never started: why is known once the array it waits for has ended
                 else:
-                    blocker = next((o for o in bar.outcomes if o.status == "failed" and wave_of[o.run] == i - 1),
+                    blocker = next((o for o in bar.outcomes if o.status == "failed" and o.run in by_wave[i - 1]),
                                    None) if i else None
                     bar.finished(_not_started(run, job, arrays[i - 1] if i else None, blocker))
                 del live[job]
