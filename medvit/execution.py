@@ -21,6 +21,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -85,8 +86,11 @@ def _keeps_checkpoint(params: Params, run: Run) -> bool:
     return run.repetition < params.checkpoint_repetitions and Layout.of(params).checkpoint(run.run_id).is_file()
 
 
-def execute_run(run: Run, params: Params, store: ResultsStore, device=None, force: bool = False) -> dict:
+def execute_run(run: Run, params: Params, store: ResultsStore, device=None, force: bool = False,
+                execute: Callable | None = None) -> dict:
     """Perform one run and append its row (``ok``, ``unavailable`` with the reason, or ``failed``, raised).
+    ``execute(run, params, device) -> row fields`` stands in for the run's experiment (tests of the launchers,
+    whose tasks run in other processes).
 
     The run is claimed in the store first, so any number of processes can work through the same grid: a run
     another live process holds is skipped (``{"skipped": "claimed", "holder": ...}``), and one that has an
@@ -99,10 +103,10 @@ def execute_run(run: Run, params: Params, store: ResultsStore, device=None, forc
             rows, _ = current_rows(params, [run], store)
             if not rows.empty and rows["status"].iloc[0] == "ok":
                 return {**rows.iloc[0].to_dict(), "skipped": "done"}
-        return _execute(run, params, store, device)
+        return _execute(run, params, store, device, execute)
 
 
-def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict:
+def _execute(run: Run, params: Params, store: ResultsStore, device, execute: Callable | None) -> dict:
     clock = timed()
     row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
            "repetition": run.repetition, "profile": params.profile, "seed": params.seed_for(run.repetition),
@@ -111,7 +115,8 @@ def _execute(run: Run, params: Params, store: ResultsStore, device=None) -> dict
     try:
         device = resolve_device(params) if device is None else torch.device(device)
         row.update(provenance(device))
-        row.update(experiment(run.experiment).execute(run, params, device), status="ok", reason="")
+        execute = execute or experiment(run.experiment).execute  # an unknown experiment is a failed row too
+        row.update(execute(run, params, device), status="ok", reason="")
         row["kept_checkpoint"] = _keeps_checkpoint(params, run)
     except (WeightsUnavailableError, RunUnavailable) as err:
         row.update(status="unavailable", reason=str(err), metric="", value=float("nan"))

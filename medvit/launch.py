@@ -3,31 +3,33 @@
 The grid is every figure's runs (``medvit.figures.FIGURES``, each figure's ``plan``), each
 run once even when several figures need it (Fig 1 and Fig 3 share fine-tuning runs). A run is an
 independent, idempotent job identified by its settings (experiment, dataset, model, init, repetition
-and the profile, whose results folder holds it): the job calls ``execute_run``, which appends one row
-to ``<results_dir>/<profile>/`` atomically when the run ends. So a launch submits only the runs whose
-newest row is not ``ok``, jobs may run anywhere that sees the results folder, and a killed job leaves its
-run missing (no partial row) for the next launch.
+and the profile, whose results folder holds it): the job calls ``execute_run``, which claims the run in the
+results store and appends one row to ``<results_dir>/<profile>/`` atomically when the run ends. The store is
+the truth: a launch submits the runs whose current row is not ``ok``, jobs may run anywhere that sees the
+results folder, a killed job leaves its run missing (no partial row) for the next launch, and a job whose run
+is already done, or being done by another live process (its claim), returns at once.
 
 Both launchers go through submitit (``pip install "medvit[cluster]"``):
 
 - ``launch_local``: ``submitit.LocalExecutor``, each run a separate process, at most one run per GPU
   at a time (``CUDA_VISIBLE_DEVICES`` set to that GPU); without GPUs, one run at a time on the CPU.
 - ``launch_slurm``: ``submitit.SlurmExecutor``, one job array per wave (``executor.batch()``), one task
-  per run, with the resources of the profile's ``slurm`` section (``Params.slurm``). The launch waits,
-  showing queued / running / done / failed from Slurm's accounting (``sacct``). Each submitted task is
-  recorded under ``<results_dir>/<profile>/jobs/inflight/``, so a launch that was killed and is run
-  again reattaches to its tasks still queued or running and submits only the runs that have neither a
-  row nor a live task. A preempted task is requeued by submitit's checkpoint/requeue and restarts its
-  run; a task at its time limit fails (its run is submitted again by the next launch).
+  per run, with the resources of the profile's ``slurm`` section (``Params.slurm``). Every wave is submitted
+  at once; each array after the first waits for the one before it (``--dependency=afterok:<array>``), and
+  Slurm cancels it when a task of that array fails (``--kill-on-invalid-dep=yes``). The launch then waits,
+  showing queued / running / ok / unavailable / failed from Slurm's accounting (``sacct``). A preempted task
+  is requeued by submitit's checkpoint/requeue and restarts its run; a task at its time limit fails. A launch
+  that was killed leaves its tasks running; the same command, run again, submits every run that is still not
+  done, and the claims keep two tasks from doing one run.
 
-Runs that read another experiment's checkpoints (``Experiment.needs``) go in a second wave, after the runs
-they read. Unavailable pretrained weights give ``unavailable`` rows, never failures; a job that raises
-(``failed`` row) or dies is a failure, reported with its log file and the first line of its error.
+Runs that read another experiment's outputs (``Experiment.needs``) go in a later wave than the runs they
+read. Unavailable pretrained weights or data give ``unavailable`` rows (the task still ends well, so later
+waves start), never failures; a job that raises (``failed`` row) or dies is a failure, reported with its log
+file and the first line of its error.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import shutil
@@ -91,19 +93,13 @@ def _to_submit(runs: list[Run], states: dict, retry_unavailable: bool) -> list[R
 
 
 def execute_job(run: Run, params: Params, force: bool = False, execute: Callable | None = None) -> dict:
-    """What one job does: ``execute_run`` (or ``execute(run, params, store)``, a stand-in in tests), which claims
-    the run and does nothing when it is already done under the current settings or another live process holds
-    it (jobs are idempotent: a requeued task whose run ended meanwhile returns at once), and a short summary
-    back to the launcher. A failing run raises (its ``failed`` row is written first)."""
-    store = results_store(params)
-    if execute is None:
-        row = execute_run(run, params, store, force=force)
-    elif not force and run.run_id in store.done():
-        return {"run_id": run.run_id, "status": "ok", "skipped": True}
-    else:
-        row = execute(run, params, store)
+    """What one job does: ``execute_run`` (``execute``: a stand-in for the run's experiment, in tests), which
+    claims the run and does nothing when it is already done under the current settings or another live process
+    holds it, and a short summary back to the launcher (status ``claimed`` with the ``holder`` in the second
+    case). A failing run raises (its ``failed`` row is written first)."""
+    row = execute_run(run, params, results_store(params), force=force, execute=execute)
     if row.get("skipped") == "claimed":  # another live process is doing it: this job has nothing to do
-        return {"run_id": run.run_id, "status": "ok", "skipped": True, "holder": row["holder"]}
+        return {"run_id": run.run_id, "status": "claimed", "holder": row["holder"]}
     return {"run_id": run.run_id, "status": row["status"], "value": row.get("value"),
             "wall_time_s": row.get("wall_time_s"), "reason": row.get("reason", ""),
             "skipped": row.get("skipped") == "done"}
@@ -113,9 +109,9 @@ def execute_job(run: Run, params: Params, force: bool = False, execute: Callable
 class JobOutcome:
     run: Run
     job_id: str
-    status: str  # ok | unavailable | failed
+    status: str  # ok | unavailable | failed (claimed: another process is doing the run, until it ends)
     error: str = ""  # the job's exception, or what the scheduler said
-    log: str = ""  # the job's stderr file
+    log: str = ""  # the job's stderr file ("" for a task that never started)
     state: str = ""  # the scheduler's final state (Slurm: COMPLETED, FAILED, CANCELLED, TIMEOUT, ...)
 
     @property
@@ -125,7 +121,8 @@ class JobOutcome:
     def describe(self) -> str:
         """``FAILED <run> (job <id>, <state>): <first line of the error>`` and the log file on a second line."""
         state = f", Slurm state {self.state}" if self.state and self.state not in ("FINISHED", "DONE") else ""
-        return f"FAILED {self.run.run_id} (job {self.job_id}{state}): {self.error_line}\n    log: {self.log}"
+        log = f"\n    log: {self.log}" if self.log else ""
+        return f"FAILED {self.run.run_id} (job {self.job_id}{state}): {self.error_line}{log}"
 
 
 def error_line(error: str, state: str = "") -> str:
@@ -148,12 +145,11 @@ def error_line(error: str, state: str = "") -> str:
 
 @dataclass
 class LaunchReport:
-    """What a launch did: the runs it submitted, the in-flight jobs it reattached to, and each one's outcome."""
+    """What a launch did: the runs it submitted and each one's outcome."""
 
     launcher: str
     planned: int  # runs in the grid
     submitted: list[Run] = field(default_factory=list)
-    reattached: list[Run] = field(default_factory=list)  # Slurm: runs whose earlier task was still queued or running
     outcomes: list[JobOutcome] = field(default_factory=list)
     wall_time_s: float = 0.0
     # Slurm: (seconds since the start, queued, running, ok, unavailable, failed) each time the counts changed
@@ -168,10 +164,8 @@ class LaunchReport:
         if self.dry_run:
             return f"{self.launcher}: dry run, {len(self.submitted)} of {self.planned} runs would be submitted"
         counts = {s: sum(o.status == s for o in self.outcomes) for s in ("ok", "unavailable", "failed")}
-        handled = len(self.submitted) + len(self.reattached)
-        lines = [f"{self.launcher}: {self.planned} runs in the grid, {len(self.submitted)} submitted"
-                 + (f", {len(self.reattached)} reattached" if self.reattached else "")
-                 + f" ({self.planned - handled} already done) in {self.wall_time_s:.0f} s: "
+        lines = [f"{self.launcher}: {self.planned} runs in the grid, {len(self.submitted)} submitted "
+                 f"({self.planned - len(self.submitted)} already done) in {self.wall_time_s:.0f} s: "
                  + ", ".join(f"{n} {s}" for s, n in counts.items())]
         lines += [o.describe() for o in self.failed]
         if self.failed:
@@ -180,15 +174,20 @@ class LaunchReport:
 
 
 def _outcome(run: Run, job) -> JobOutcome:
-    """A finished job's outcome: the run's status from the job's result, or ``failed`` with its error; with
-    the scheduler's state once final (a task's result is written while its process still runs)."""
+    """A finished job's outcome: the run's status from the job's result (``claimed``: another live process is
+    doing the run), or ``failed`` with its error; with the scheduler's state once final (a task's result is
+    written while its process still runs)."""
     error = job.exception()
     state = _state(job)
     if state.split(" ")[0] in SLURM_QUEUED | {"RUNNING", "COMPLETING"}:
         state = ""
-    if error is None:
-        return JobOutcome(run, str(job.job_id), job.result()["status"], log=str(job.paths.stderr), state=state)
-    return JobOutcome(run, str(job.job_id), "failed", error=str(error), log=str(job.paths.stderr), state=state)
+    if error is not None:
+        return JobOutcome(run, str(job.job_id), "failed", error=str(error), log=str(job.paths.stderr), state=state)
+    result = job.result()
+    holder = result.get("holder") or {}  # a claimed run: who was doing it
+    who = f" (host {holder.get('host')}, pid {holder.get('pid')})" if holder.get("host") else ""
+    error = f"the run was being done by another process{who}" if result["status"] == "claimed" else ""
+    return JobOutcome(run, str(job.job_id), result["status"], error=error, log=str(job.paths.stderr), state=state)
 
 
 def _state(job) -> str:
@@ -200,16 +199,21 @@ def _state(job) -> str:
 
 
 class _Progress:
-    """A tqdm bar over finished runs with a postfix of queued / running / ok / unavailable / failed,
-    redrawn every ``every_s`` seconds (every minute when stderr is not a terminal, to keep logs short).
-    Without the bar (``enabled=False``), event lines (submissions, failures) go to ``log``."""
+    """The outcomes of a launch, and a tqdm bar over them with a postfix of queued / running / ok / unavailable
+    / failed, redrawn every ``every_s`` seconds (every minute when stderr is not a terminal, to keep logs short).
+    Without the bar (``enabled=False``), event lines (submissions, failures) go to ``log``.
 
-    def __init__(self, total: int, desc: str, enabled: bool, every_s: float, log: Callable = print):
-        self.enabled, self.log = enabled, log
+    A job whose run another live process was doing (``claimed``) has not finished that run: the run stays
+    ``elsewhere`` (shown as running) until the holder lets its claim go, and then counts with the status of its
+    row in the store (:meth:`settle`)."""
+
+    def __init__(self, params: Params, total: int, desc: str, enabled: bool, every_s: float, log: Callable = print):
+        self.params, self.enabled, self.log = params, enabled, log
         self.bar = tqdm(total=total, desc=desc, unit="run", disable=not enabled)
         self.every_s = every_s if sys.stderr.isatty() else max(every_s, 60.0)
         self.last_shown = float("-inf")
         self.outcomes: list[JobOutcome] = []
+        self.elsewhere: dict[Run, JobOutcome] = {}
         self.start = time.monotonic()
         self.timeline: list[tuple[float, int, int, int, int, int]] = []
 
@@ -220,12 +224,34 @@ class _Progress:
             self.log(text, flush=True)
 
     def finished(self, outcome: JobOutcome) -> None:
+        if outcome.status == "claimed":
+            self.elsewhere[outcome.run] = outcome
+            self.write(f"{outcome.run.run_id}: {outcome.error}; waiting for its row")
+            return
         self.outcomes.append(outcome)
         if outcome.status == "failed":
             self.write(outcome.describe())
         self.bar.update(1)
 
+    def settle(self) -> None:
+        """Count the runs done elsewhere whose holder has let its claim go, with their rows' status."""
+        store = results_store(self.params)
+        released = [run for run in self.elsewhere if store.holder(run.run_id) is None]
+        if not released:
+            return
+        states = run_states(self.params, released)
+        for run in released:
+            outcome, (state, reason) = self.elsewhere.pop(run), states[run.run_id]
+            if state in ("ok", "unavailable"):
+                outcome.status, outcome.error = state, ""
+            else:
+                outcome.status, outcome.log, outcome.state = "failed", "", ""
+                outcome.error = f"{outcome.error}, which ended " + (
+                    f"with a failed row: {reason}" if state == "failed" else "without a row (killed?)")
+            self.finished(outcome)
+
     def show(self, queued: int, running: int) -> None:
+        running += len(self.elsewhere)
         counts = {s: sum(o.status == s for o in self.outcomes) for s in ("ok", "unavailable", "failed")}
         now = (queued, running, *counts.values())
         if not self.timeline or self.timeline[-1][1:] != now:
@@ -276,12 +302,12 @@ def launch_local(params: Params, runs: list[Run], gpus: int | None = None, folde
     executor = submitit.LocalExecutor(folder=folder)
     report = LaunchReport("local", planned=len(runs))
     running: dict = {}
-    bar = _Progress(len(runs), f"local ({len(slots)} {'GPU' if slots[0] is not None else 'CPU'} slot"
-                                f"{'s' if len(slots) > 1 else ''})", progress, every_s=poll_s)
+    bar = _Progress(params, len(runs), f"local ({len(slots)} {'GPU' if slots[0] is not None else 'CPU'} slot"
+                                        f"{'s' if len(slots) > 1 else ''})", progress, every_s=poll_s)
     try:
-        for wave in waves(runs):
+        for wave in waves(runs):  # a wave ends once its runs done elsewhere have ended too
             queue, running, free = list(wave), {}, list(slots)
-            while queue or running:
+            while queue or running or bar.elsewhere:
                 while queue and free:
                     slot = free.pop(0)
                     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=0 if slot is None else 1,
@@ -292,8 +318,9 @@ def launch_local(params: Params, runs: list[Run], gpus: int | None = None, folde
                     run, slot = running.pop(job)
                     free.append(slot)
                     bar.finished(_outcome(run, job))
+                bar.settle()
                 bar.show(queued=len(queue), running=len(running))
-                if running:
+                if running or bar.elsewhere:
                     time.sleep(poll_s)
     except BaseException:
         for job in running:  # an interrupted launch stops its jobs; their runs stay missing
@@ -333,16 +360,26 @@ def _mem(mem_gb: float) -> str:
     return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
 
 
-def sbatch_options(params: Params, tasks: int | None = None, signal_delay_s: int = SIGNAL_DELAY_S) -> list[str]:
+def sbatch_options(params: Params, tasks: int | None = None, signal_delay_s: int = SIGNAL_DELAY_S,
+                   after: str | None = None) -> list[str]:
     """The sbatch options of one run's task, from the profile's ``slurm`` resources (``Params.slurm``), as
-    ``--name=value`` (what the job array's script says in its ``#SBATCH`` lines); ``--array`` for ``tasks``."""
+    ``--name=value`` (what the job array's script says in its ``#SBATCH`` lines); ``--array`` for ``tasks``;
+    with ``after`` (a job array's id), the array waits for that one to end well (:func:`_after`)."""
     s = params.slurm
     options = {"job-name": f"medvit-{params.profile}", "partition": s.partition, "time": parse_minutes(s.time),
                "nodes": 1, "ntasks-per-node": 1, "cpus-per-task": s.cpus_per_task, "gpus-per-node": s.gpus or None,
-               "mem": _mem(s.mem_gb), "account": s.account, "qos": s.qos, "signal": f"USR2@{signal_delay_s}"}
+               "mem": _mem(s.mem_gb), "account": s.account, "qos": s.qos, "signal": f"USR2@{signal_delay_s}",
+               **(_after(after) if after else {})}
     if tasks:
         options["array"] = f"0-{tasks - 1}%{min(tasks, s.array_parallelism)}"
     return [f"--{k}={v}" for k, v in options.items() if v is not None]
+
+
+def _after(array: str) -> dict[str, str]:
+    """The sbatch options of a job array that waits for job array ``array``: it starts once every task of
+    ``array`` has ended with exit code 0 (``afterok``; a run that is unavailable ends well), and Slurm cancels
+    it, instead of leaving it pending for ever, when one of them did not (``kill-on-invalid-dep``)."""
+    return {"dependency": f"afterok:{array}", "kill-on-invalid-dep": "yes"}
 
 
 def slurm_executor(params: Params, folder: str | os.PathLike | None = None, signal_delay_s: int = SIGNAL_DELAY_S):
@@ -381,7 +418,7 @@ class SlurmTask:
     requeue (``max_num_timeout=0``) and the run fails with a ``TimeoutError`` naming the limit."""
 
     def __init__(self, execute: Callable | None = None):
-        self.execute = execute  # None: execute_run (tests give a faster stand-in)
+        self.execute = execute  # None: the run's experiment (tests give a faster stand-in)
 
     def __call__(self, run: Run, params: Params, force: bool = False) -> dict:
         try:
@@ -404,34 +441,13 @@ def dry_run_text(params: Params, runs: list[Run], signal_delay_s: int = SIGNAL_D
     lines = [f"slurm dry run: {len(runs)} run(s) to submit (profile {params.profile}); nothing is submitted",
              f"job folders: {_jobs_folder(params)}/<array id>_<task>/ (logs: <array id>_<task>_0_log.err / .out)"]
     for i, wave in enumerate(waves(runs)):
-        after = (f" (submitted when array {i} has ended: its runs read that array's checkpoints)" if i else "")
-        lines.append(f"job array {i + 1}: {len(wave)} task(s){after}")
-        lines.append("  sbatch " + " ".join(sbatch_options(params, len(wave), signal_delay_s)))
+        after = f"<id of array {i}>" if i else None
+        lines.append(f"job array {i + 1}: {len(wave)} task(s)" + (
+            f", submitted with the others; starts once every task of array {i} has ended well (its runs read "
+            f"that array's outputs)" if i else ""))
+        lines.append("  sbatch " + " ".join(sbatch_options(params, len(wave), signal_delay_s, after)))
         lines += [f"  task {t:>3}: {run.run_id}" for t, run in enumerate(wave)]
     return "\n".join(lines)
-
-
-def _inflight_folder(params: Params) -> Path:
-    return _jobs_folder(params) / "inflight"
-
-
-def _record_inflight(params: Params, submitted: list[tuple[object, Run]]) -> None:
-    """One file per submitted run, ``jobs/inflight/<run_id>.json`` = its task's job id (written atomically)."""
-    folder = _inflight_folder(params)
-    folder.mkdir(parents=True, exist_ok=True)
-    for job, run in submitted:
-        tmp = folder / f".{run.run_id}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"run_id": run.run_id, "job_id": str(job.job_id), "submitted": time.time()}))
-        os.replace(tmp, folder / f"{run.run_id}.json")
-
-
-def _forget_inflight(params: Params, run: Run, job_id: str) -> None:
-    path = _inflight_folder(params) / f"{run.run_id}.json"
-    try:
-        if json.loads(path.read_text())["job_id"] == job_id:
-            path.unlink()
-    except (OSError, ValueError, KeyError):
-        pass
 
 
 def _in_queue(job_ids: list[str]) -> set[str]:
@@ -452,46 +468,45 @@ def _in_queue(job_ids: list[str]) -> set[str]:
 
 
 def _vanished(run: Run, job) -> JobOutcome:
-    """The outcome of a task that left the queue without a result and without a record in Slurm's accounting."""
+    """The outcome of a task that started, then left the queue without a result while Slurm's accounting still
+    shows it queued (e.g. requeued, then cancelled)."""
     stderr = job.stderr() or ""
-    error = (f"task {job.job_id} left the queue without a result, and Slurm's accounting (sacct) has no record of "
-             f"it (cancelled before it started?)" + (f"\n{stderr}" if stderr.strip() else ""))
+    error = (f"task {job.job_id} left the queue without a result, and Slurm's accounting (sacct) has no final "
+             f"state for it (cancelled while requeued?)" + (f"\n{stderr}" if stderr.strip() else ""))
     return JobOutcome(run, str(job.job_id), "failed", error=error, log=str(job.paths.stderr), state="UNKNOWN")
 
 
-def _reattach(params: Params, runs: list[Run], folder: Path) -> dict[Run, object]:
-    """The runs among ``runs`` whose recorded task is still queued or running (``squeue``), as
-    ``run -> SlurmJob`` read back from its job folder; records of tasks that ended are dropped (those runs
-    are submitted again)."""
-    records = {}
-    for run in runs:
-        path = _inflight_folder(params) / f"{run.run_id}.json"
-        if path.is_file():
-            try:
-                records[run] = json.loads(path.read_text())["job_id"]
-            except (ValueError, KeyError):
-                path.unlink()
-    if not records:
-        return {}
-    jobs = {run: _submitit().SlurmJob(folder=folder, job_id=job_id) for run, job_id in records.items()}
-    # the controller's queue decides: accounting may still list a task cancelled while pending as PENDING
-    in_queue = _in_queue(list(records.values()))
-    live = {}
-    for run, job in jobs.items():
-        if str(job.job_id) in in_queue and not job.paths.result_pickle.exists():
-            live[run] = job
-        else:
-            _forget_inflight(params, run, str(job.job_id))
-    return live
+def _started(job) -> bool:
+    """Whether a task ever started: it left a result or a log, or Slurm's accounting names its node."""
+    node = job.watcher.get_info(str(job.job_id), mode="cache").get("NodeList", "")
+    return job.paths.result_pickle.exists() or job.paths.stderr.exists() or node not in ("", "None assigned")
+
+
+def _not_started(run: Run, job, array: str | None, blocker: JobOutcome | None) -> JobOutcome:
+    """The outcome of a task that ended without ever starting: Slurm cancelled it because a task of the job
+    array it waits for (``array``) failed (``blocker``, the first such task's outcome), or it was cancelled
+    while queued."""
+    state = _state(job) or "UNKNOWN"
+    if blocker is not None:
+        error = (f"not started: Slurm cancelled it because run {blocker.run.run_id} of the job array it waits for "
+                 f"({array}) failed (its dependency afterok:{array} can never be satisfied)")
+    else:
+        error = f"not started: task {job.job_id} left the queue before it started (cancelled while queued?)"
+    return JobOutcome(run, str(job.job_id), "failed", error=error, state=state)
 
 
 def launch_slurm(params: Params, runs: list[Run], executor=None, force: bool = False, poll_s: float = 30.0,
                  progress: bool = True, dry_run: bool = False, execute: Callable | None = None,
                  signal_delay_s: int = SIGNAL_DELAY_S, log: Callable = print) -> LaunchReport:
-    """Submit ``runs`` as Slurm job arrays (one per wave; resources from ``params.slurm``) and wait, showing
-    queued / running / done / failed from Slurm's accounting. Runs whose task from an earlier launch is still
-    queued or running are reattached, not submitted again. ``dry_run``: print the sbatch options and the
-    tasks, submit nothing. ``execute`` replaces ``execute_run`` in the tasks (a stand-in for tests)."""
+    """Submit ``runs`` as Slurm job arrays, one per wave (resources from ``params.slurm``), all at once, each
+    array after the first waiting for the one before it (:func:`_after`); then wait, showing queued / running
+    / done / failed from Slurm's accounting. ``dry_run``: print the sbatch options and the tasks, submit
+    nothing. ``execute`` stands in for the runs' experiments in the tasks (tests).
+
+    Slurm knows only this launch's arrays: when an earlier launch's task still holds a run (this launch's task
+    for it returns at once), this launch's next array may start before that run has ended; a run there that
+    reads it finds no checkpoint and is ``unavailable``, and the earlier launch's own next array, which waits
+    for that task, does it again."""
     start = time.perf_counter()
     report = LaunchReport("slurm", planned=len(runs), dry_run=dry_run)
     if dry_run:
@@ -500,52 +515,54 @@ def launch_slurm(params: Params, runs: list[Run], executor=None, force: bool = F
         return report
     if executor is None:
         executor = slurm_executor(params, signal_delay_s=signal_delay_s)
-    task = SlurmTask(execute)
-    bar = _Progress(len(runs), "slurm", progress, every_s=poll_s, log=log)
+    bar = _Progress(params, len(runs), "slurm", progress, every_s=poll_s, log=log)
     watcher = _submitit().SlurmJob.watcher
-    live = _reattach(params, runs, Path(executor.folder))
+    by_wave = waves(runs)
+    live: dict = {}  # submitted job -> (its run, its wave), until the job has ended
+    arrays: list[str] = []  # each wave's job array id
     try:
-        for wave in waves(runs):
-            attached = [(live[run], run) for run in wave if run in live]
-            todo = [run for run in wave if run not in live]
-            if attached:
-                report.reattached += [run for _, run in attached]
-                bar.write(f"reattached to {len(attached)} task(s) of an earlier launch still queued or running: "
-                          + ", ".join(sorted({str(j.job_id).split('_')[0] for j, _ in attached})))
-            submitted = []
-            if todo:
-                with executor.batch():
-                    jobs = [executor.submit(task, run, params, force) for run in todo]
-                submitted = list(zip(jobs, todo))
-                _record_inflight(params, submitted)
-                report.submitted += todo
-                bar.write(f"submitted {len(todo)} run(s) as job array {str(jobs[0].job_id).split('_')[0]}; "
-                          f"logs in {jobs[0].paths.folder.parent}")
-            running = dict(attached + submitted)
-            # A task that accounting shows as queued (or not at all) but that the queue no longer holds was
-            # cancelled before it started: sacct keeps no record of such array tasks (its last word stays
-            # PENDING). Such a task counts as ended once it has been out of squeue for VANISHED_S.
-            absent_since: dict = {}
-            while running:
-                watcher.update()  # one sacct call for all tasks, every poll
-                waiting = [j for j in running if _state(j).split(" ")[0] in SLURM_QUEUED
-                           and not j.paths.result_pickle.exists()]
-                queued_ids = _in_queue([str(j.job_id) for j in waiting]) if waiting else set()
-                absent_since = {j: absent_since.get(j, time.monotonic()) for j in waiting
-                                if str(j.job_id) not in queued_ids}
-                vanished = {j for j, t in absent_since.items() if time.monotonic() - t >= VANISHED_S}
-                for job in [j for j in running if j.done() or j in vanished]:
-                    run = running.pop(job)
+        for i, wave in enumerate(by_wave):
+            executor.update_parameters(additional_parameters=_after(arrays[-1]) if arrays else None)
+            with executor.batch():
+                jobs = [executor.submit(SlurmTask(execute), run, params, force) for run in wave]
+            arrays.append(str(jobs[0].job_id).split("_")[0])
+            live.update({job: (run, i) for job, run in zip(jobs, wave)})
+            report.submitted += wave
+            bar.write(f"submitted {len(wave)} run(s) as job array {arrays[-1]}"
+                      + (f", to start once array {arrays[-2]} has ended well" if i else "")
+                      + f"; logs in {jobs[0].paths.folder.parent}")
+        # A task that accounting shows as queued (or not at all) but that the queue no longer holds was
+        # cancelled before it started: sacct keeps no record of such array tasks (its last word stays
+        # PENDING). Such a task counts as ended once it has been out of squeue for VANISHED_S.
+        absent_since: dict = {}
+        while live or bar.elsewhere:
+            watcher.update()  # one sacct call for all tasks, every poll
+            waiting = [j for j in live if _state(j).split(" ")[0] in SLURM_QUEUED
+                       and not j.paths.result_pickle.exists()]
+            queued_ids = _in_queue([str(j.job_id) for j in waiting]) if waiting else set()
+            absent_since = {j: absent_since.get(j, time.monotonic()) for j in waiting
+                            if str(j.job_id) not in queued_ids}
+            vanished = {j for j, t in absent_since.items() if time.monotonic() - t >= VANISHED_S}
+            for job in [j for j in live if j.done() or j in vanished]:
+                run, i = live[job]
+                if _started(job):
                     bar.finished(_outcome(run, job) if job.done() else _vanished(run, job))
-                    _forget_inflight(params, run, str(job.job_id))
-                queued = sum(_state(j).split(" ")[0] in SLURM_QUEUED for j in running)
-                bar.show(queued=queued, running=len(running) - queued)
-                if running:
-                    time.sleep(poll_s)
+                elif i and any(w == i - 1 for _, w in live.values()):
+                    continue  # it never started: why is known once the array it waits for has ended
+                else:
+                    blocker = next((o for o in bar.outcomes if o.status == "failed" and o.run in by_wave[i - 1]),
+                                   None) if i else None
+                    bar.finished(_not_started(run, job, arrays[i - 1] if i else None, blocker))
+                del live[job]
+            bar.settle()
+            queued = sum(_state(j).split(" ")[0] in SLURM_QUEUED for j in live)
+            bar.show(queued=queued, running=len(live) - queued)
+            if live or bar.elsewhere:
+                time.sleep(poll_s)
     except KeyboardInterrupt:
         bar.write("interrupted: the submitted tasks keep running on the cluster (squeue --me); their rows land "
-                  "in the results folder as they finish. Run the same command again: it reattaches to the tasks "
-                  "still queued or running and submits only the runs that have neither.")
+                  "in the results folder as they finish. Run the same command again: it submits the runs that "
+                  "are not done, and a task whose run is done or being done by an earlier task returns at once.")
         raise
     finally:
         bar.close()
@@ -564,7 +581,7 @@ def _submitit():
 
 def _jobs_folder(params: Params) -> Path:
     """Where submitit keeps job pickles and logs: ``<results_dir>/<profile>/jobs/`` (Slurm: one folder per task
-    ``<array id>_<task>``, and ``inflight/``; local: one folder per launch)."""
+    ``<array id>_<task>``; local: one folder per launch)."""
     return Layout.of(params).jobs
 
 

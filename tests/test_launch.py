@@ -1,12 +1,13 @@
 """Launching the grid as separate jobs (medvit.launch): the deduplicated grid, what is pending, the waves, the
 Slurm submission (a fake sbatch/sacct on PATH: submitit's real code path without a cluster; the real cluster is
-tests/test_slurm_cluster.py), the dry run, the errors, and local jobs run
-by submitit's LocalExecutor as separate processes, with a job killed mid-way and a rerun that submits only it."""
+tests/test_slurm_cluster.py) with its job arrays chained by dependencies, the dry run, the errors, a run claimed
+by another live process, and local jobs run by submitit's LocalExecutor as separate processes, with a job killed
+mid-way and a rerun that submits only it."""
 from __future__ import annotations
 
-import json
 import os
 import stat
+import threading
 import time
 
 import pytest
@@ -15,11 +16,13 @@ from medvit.cli import main
 from types import SimpleNamespace
 
 from medvit import load_params
-from medvit.experiments import FIGURES, plan, settings_hash
+from medvit.execution import grid_runs
+from medvit.experiments import settings_hash, waves
+from medvit.figures import FIGURES
 from medvit.runs import Run
-from medvit.launch import (SlurmTask, _reattach, error_line, execute_job, grid_runs, launch, launch_local,
-                           launch_params, launch_slurm, local_gpus, parse_minutes, pending_runs, run_states,
-                           sbatch_options, slurm_executor, task_python, waves)
+from medvit.launch import (SlurmTask, error_line, execute_job, launch, launch_local, launch_params, launch_slurm,
+                           local_gpus, parse_minutes, pending_runs, run_states, sbatch_options, slurm_executor,
+                           task_python)
 from medvit.results import ResultsStore
 
 TINY = {"synthetic_shapes": {"size": 32, "num_classes": 3, "n_train": 32, "n_val": 16, "n_test": 16}}
@@ -29,14 +32,14 @@ def _row(run: Run, status: str, profile: str = "smoke") -> dict:
     """A row of ``run`` made with the profile's settings (its settings_hash: the settings the run reads)."""
     return {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
             "repetition": run.repetition, "profile": profile, "status": status, "reason": f"because {status}",
-            "metric": "accuracy", "value": 0.5, "settings_hash": settings_hash(run, load_params(profile))}
+            "metric": "accuracy", "value": 0.5, "settings_hash": settings_hash(load_params(profile), run)}
 
 
 def test_grid_runs_lists_each_run_once_over_every_registered_figure(tmp_path, monkeypatch):
     params = launch_params("smoke", tmp_path)
     monkeypatch.setitem(FIGURES, "figtest", SimpleNamespace(
         plan=lambda p: [Run("knn", "synthetic_shapes", "resnet18", "random", 7)]))
-    per_figure = {f: plan(params, f) for f in FIGURES}
+    per_figure = {f: FIGURES[f].plan(params) for f in FIGURES}
     runs = grid_runs(params)
     assert [r.run_id for r in runs] == list(dict.fromkeys(r.run_id for f in FIGURES for r in per_figure[f]))
     assert len(runs) < sum(len(v) for v in per_figure.values())  # fig1 and fig3 share fine-tuning runs
@@ -121,17 +124,21 @@ def test_local_gpus_follow_the_parents_visible_devices(monkeypatch):
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """``sbatch`` that keeps the script it is given and answers job 4242; ``sacct`` that says every task FAILED."""
+    """``sbatch`` that keeps each script it is given as ``submitted-<id>.sh`` and answers job ids 4242, 4243, ...;
+    ``sacct`` that answers ``<tmp_path>/sacct.txt`` (by default: every task of job array 4242 FAILED on node n1)."""
     import submitit
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    scripts = {"sbatch": f'#!/bin/sh\ncp "$1" "{tmp_path}/submitted.sh"\necho "Submitted batch job 4242"\n',
-               "sacct": "#!/bin/sh\nprintf 'JobID|State|NodeList\\n4242_0|FAILED|n1\\n4242_1|FAILED|n1\\n'\n",
+    scripts = {"sbatch": f'#!/bin/sh\nid=$(cat "{tmp_path}/next_id" 2>/dev/null || echo 4242)\n'
+                         f'echo $((id + 1)) > "{tmp_path}/next_id"\ncp "$1" "{tmp_path}/submitted-$id.sh"\n'
+                         f'echo "Submitted batch job $id"\n',
+               "sacct": f'#!/bin/sh\necho "JobID|State|NodeList"\ncat "{tmp_path}/sacct.txt"\n',
                "srun": "#!/bin/sh\nexit 1\n"}  # submitit looks for srun to tell it is on a Slurm cluster
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(stat.S_IRWXU)
+    (tmp_path / "sacct.txt").write_text("4242_0|FAILED|n1\n4242_1|FAILED|n1\n")
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(submitit.SlurmJob, "_results_timeout_s", 0)  # no result pickle will ever come
     return tmp_path
@@ -146,12 +153,13 @@ def test_slurm_launch_submits_one_job_array_with_the_profiles_resources_and_repo
     runs = grid_runs(params, ["fig1"])
     report = launch_slurm(params, runs, poll_s=0.01, progress=False, log=lambda *a, **k: None)
 
-    sbatch = (fake_slurm / "submitted.sh").read_text()
+    sbatch = (fake_slurm / "submitted-4242.sh").read_text()
     for flag in ("--array=0-1%1", "--partition=gpu", "--time=90", "--gpus-per-node=1", "--cpus-per-task=4",
                  "--mem=16GB", "--job-name=medvit-smoke", "--nodes=1", "--ntasks-per-node=1", "--signal=USR2@90"):
         assert f"#SBATCH {flag}\n" in sbatch, flag
     for option in sbatch_options(params, len(runs)):  # what --dry-run prints is what is submitted
         assert f"#SBATCH {option}\n" in sbatch, option
+    assert "--dependency" not in sbatch  # the first array waits for nothing
     assert "trap \"\" USR2; exec" in sbatch  # the task's Python starts with USR2 ignored (task_python)
     assert report.submitted == runs and len(report.failed) == 2
     failure = report.failed[0]
@@ -163,26 +171,39 @@ def test_slurm_launch_submits_one_job_array_with_the_profiles_resources_and_repo
     assert f"FAILED {runs[0].run_id} (job 4242_0, Slurm state FAILED): the task ended" in summary
     assert f"    log: {failure.log}" in summary
     assert "only the runs that are not done are submitted" in summary
-    assert list((jobs / "inflight").glob("*.json")) == []  # ended tasks are not reattached to
+    assert not (jobs / "inflight").exists()  # no bookkeeping besides the store: a relaunch asks the store
 
 
-def test_a_relaunch_reattaches_to_recorded_tasks_still_queued_and_forgets_ended_ones(fake_slurm):
-    params = launch_params("smoke", fake_slurm / "results", slurm=SLURM, fig1_inits=["random"],
-                           fig1_models=["resnet18"])
-    queued, ended = grid_runs(params, ["fig1"])
-    jobs = fake_slurm / "results" / "smoke" / "jobs"
-    (jobs / "inflight").mkdir(parents=True)
-    for run, job_id in ((queued, "4000_0"), (ended, "4000_1")):
-        (jobs / "inflight" / f"{run.run_id}.json").write_text(json.dumps({"run_id": run.run_id, "job_id": job_id}))
-    # the controller's queue (squeue) holds task 0 only; accounting may still say PENDING for a task cancelled
-    # while it waited, so squeue decides
-    (fake_slurm / "bin" / "sacct").write_text(
-        "#!/bin/sh\nprintf 'JobID|State|NodeList\\n4000_[0-1]|PENDING|\\n'\n")
-    (fake_slurm / "bin" / "squeue").write_text("#!/bin/sh\necho 4000_0\n")
-    (fake_slurm / "bin" / "squeue").chmod(stat.S_IRWXU)
-    live = _reattach(params, [queued, ended], jobs / "%j")
-    assert list(live) == [queued] and live[queued].job_id == "4000_0"
-    assert [p.name for p in (jobs / "inflight").glob("*.json")] == [f"{queued.run_id}.json"]  # ended: forgotten
+def test_every_wave_is_submitted_at_once_and_a_failed_wave_leaves_the_next_reported_as_not_started(fake_slurm):
+    params = launch_params("smoke", fake_slurm / "results", slurm=SLURM)
+    finetunes = [Run("finetune", "synthetic_shapes", "resnet18", init, 0) for init in ("random", "imagenet")]
+    readers = [Run("attention_finetuned", "synthetic_shapes", "resnet18", init, 0) for init in ("random", "imagenet")]
+    assert waves(finetunes + readers) == [finetunes, readers]  # the readers read the fine-tuned checkpoints
+    # what Slurm's accounting says: a task of the first array failed, so Slurm cancelled the second array before
+    # any of its tasks started (kill-on-invalid-dep; sacct shows the pending array as one record)
+    (fake_slurm / "sacct.txt").write_text("4242_0|FAILED|n1\n4242_1|COMPLETED|n1\n4243_[0-1%1]|CANCELLED|None assigned\n")
+    lines = []
+    report = launch_slurm(params, finetunes + readers, poll_s=0.01, progress=False,
+                          log=lambda text, **_: lines.append(text))
+
+    first, second = ((fake_slurm / f"submitted-{i}.sh").read_text() for i in (4242, 4243))
+    assert "--dependency" not in first and "--kill-on-invalid-dep" not in first
+    assert "#SBATCH --dependency=afterok:4242\n" in second and "#SBATCH --kill-on-invalid-dep=yes\n" in second
+    for option in sbatch_options(params, 2, after="4242"):  # what --dry-run prints is what is submitted
+        assert f"#SBATCH {option}\n" in second, option
+    assert lines[0].startswith("submitted 2 run(s) as job array 4242;")
+    assert lines[1].startswith("submitted 2 run(s) as job array 4243, to start once array 4242 has ended well;")
+    assert report.submitted == finetunes + readers
+    outcome = {o.run: o for o in report.outcomes}
+    assert [outcome[r].status for r in finetunes + readers] == ["failed"] * 4
+    for reader in readers:
+        assert outcome[reader].error_line == (
+            f"not started: Slurm cancelled it because run {finetunes[0].run_id} of the job array it waits for "
+            f"(4242) failed (its dependency afterok:4242 can never be satisfied)")
+        assert outcome[reader].log == "" and outcome[reader].state == "CANCELLED"
+    summary = report.summary()
+    assert f"FAILED {readers[0].run_id} (job 4243_0, Slurm state CANCELLED): not started" in summary
+    assert summary.count("    log: ") == 2  # the tasks that never started have no log
 
 
 def test_slurm_launcher_off_a_cluster_is_one_clear_error(tmp_path, monkeypatch):
@@ -201,11 +222,17 @@ def test_dry_run_prints_the_sbatch_options_and_the_tasks_and_submits_nothing(tmp
     runs = pending_runs(params)
     first, second, third = waves(runs)  # smoke: the in-domain pretraining, fine-tuning and k-NN, Fig 5's fine-tuned
     assert report.dry_run and report.submitted == runs and report.outcomes == []
-    assert ("sbatch --job-name=medvit-smoke --partition=debug --time=45 --nodes=1 --ntasks-per-node=1 "
-            f"--cpus-per-task=8 --mem=2560MB --account=lab --signal=USR2@90 --array=0-{len(first) - 1}%{min(4, len(first))}") in text
+    options = ("--job-name=medvit-smoke --partition=debug --time=45 --nodes=1 --ntasks-per-node=1 --cpus-per-task=8 "
+               "--mem=2560MB --account=lab --signal=USR2@90")
+    assert f"  sbatch {options} --array=0-{len(first) - 1}%{min(4, len(first))}\n" in text
     assert "--gpus-per-node" not in text and "--qos" not in text
-    assert f"job array 2: {len(second)} task(s) (submitted when array 1 has ended" in text
-    assert f"job array 3: {len(third)} task(s) (submitted when array 2 has ended" in text
+    # every array is submitted at once; each after the first waits for the one before it to end well
+    assert f"job array 2: {len(second)} task(s), submitted with the others; starts once every task of array 1 " \
+           f"has ended well" in text
+    assert (f"  sbatch {options} --dependency=afterok:<id of array 1> --kill-on-invalid-dep=yes "
+            f"--array=0-{len(second) - 1}%{min(4, len(second))}\n") in text
+    assert f"job array 3: {len(third)} task(s), submitted with the others; starts once every task of array 2" in text
+    assert "--dependency=afterok:<id of array 2>" in text
     for t, run in enumerate(first):
         assert f"  task {t:>3}: {run.run_id}" in text
     assert not (tmp_path / "smoke").exists()
@@ -257,7 +284,7 @@ def test_slurm_task_turns_submitits_timeout_into_an_error_naming_the_limit_and_i
     params = launch_params("smoke", tmp_path, slurm={"time": "2:00:00"})
     run = Run("knn", "synthetic_shapes", "resnet18", "random", 0)
 
-    def at_the_limit(run, params, store):
+    def at_the_limit(run, params, device):
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
 
     task = SlurmTask(at_the_limit)
@@ -265,6 +292,26 @@ def test_slurm_task_turns_submitits_timeout_into_an_error_naming_the_limit_and_i
         task(run, params)
     again = task.checkpoint(run, params, False)  # submitit requeues a preempted task with these arguments
     assert again.function is task and again.args == (run, params, False)
+
+
+def test_a_job_whose_run_another_live_process_holds_returns_at_once_without_doing_it(tmp_path):
+    params = launch_params("smoke", tmp_path)
+    run = Run("knn", "synthetic_shapes", "resnet18", "random", 0)
+    store = ResultsStore(tmp_path / "smoke")
+    done = []
+
+    def stand_in(run, params, device):
+        done.append(run)
+        return {"metric": "accuracy", "value": 1.0}
+
+    with store.claim(run.run_id) as claim:  # e.g. the task of an earlier launch, still running
+        assert claim is not None
+        for execute in (None, stand_in):  # execute_run, and the stand-in the Slurm tests use
+            result = execute_job(run, params, execute=execute)
+            assert result["status"] == "claimed" and result["holder"]["pid"] == os.getpid(), result
+    assert done == [] and store.rows(history=True, run_ids=[run.run_id]).empty
+    assert execute_job(run, params, execute=stand_in)["status"] == "ok" and done == [run]  # free: done once
+    assert execute_job(run, params, execute=stand_in)["skipped"] and done == [run]  # done: returns at once
 
 
 def test_cli_rejects_a_bad_slurm_time_before_submitting_anything(capsys, tmp_path):
@@ -331,6 +378,38 @@ def test_local_jobs_run_as_separate_processes_and_a_rerun_submits_only_the_kille
     pids = {int(p.stem.split("-")[1]) for p in store.root.glob("rows/*/*.json")}
     assert os.getpid() not in pids and len(pids) == 2, "each run was its own process"
     assert pending_runs(params, ["fig1"]) == []
+
+
+@pytest.mark.slow
+def test_a_relaunch_while_earlier_tasks_hold_runs_does_not_redo_them_and_counts_their_rows(tmp_path, capsys):
+    params = launch_params("smoke", tmp_path, fig1_inits=["random"], fig1_models=["resnet18"])
+    finished, failing = grid_runs(params, ["fig1"])
+    store = ResultsStore(tmp_path / "smoke")
+    claims = [store.try_claim(run.run_id) for run in (finished, failing)]  # an earlier launch's live tasks
+
+    def the_earlier_tasks_end():  # once both jobs of this launch have found their run claimed and returned
+        deadline = time.monotonic() + 300
+        while len(list(tmp_path.glob("smoke/jobs/local-*/*_result.pkl"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        store.append(_row(finished, "ok"))
+        store.append(_row(failing, "failed"))
+        for claim in claims:
+            claim.release()
+
+    thread = threading.Thread(target=the_earlier_tasks_end, daemon=True)
+    thread.start()
+    report = launch_local(params, [finished, failing], poll_s=0.2, progress=False)
+    thread.join()
+
+    outcome = {o.run: o for o in report.outcomes}
+    assert outcome[finished].status == "ok"
+    assert outcome[failing].status == "failed" and outcome[failing].error_line == (
+        f"the run was being done by another process (host {os.uname().nodename}, pid {os.getpid()}), which ended "
+        f"with a failed row: because failed")
+    out = capsys.readouterr().out
+    assert f"{finished.run_id}: the run was being done by another process" in out and "waiting for its row" in out
+    rows = store.rows(history=True)
+    assert sorted(rows["run_id"]) == sorted([finished.run_id, failing.run_id]), "neither run was done again"
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 """The Slurm launcher against a real Slurm cluster: a single node on this machine, brought up by the project's
 own ``.ci/slurm-cluster.sh`` (slurmctld, slurmd, slurmdbd with MariaDB, so ``sacct`` reports real states).
 
-One test trains real smoke runs through the scheduler; the fault tests use a stand-in for ``execute_run``
-(``sleepy_run``: it waits, then appends an ``ok`` row through the same results store) so that a task can be
-cancelled, preempted or timed out while it runs. Faults: a task ``scancel``led mid-run, a task stopped by its
-time limit, a task preempted by a job of a higher-priority partition (submitit's checkpoint/requeue), and
-the launcher process killed while its tasks are queued. Each test counts rows present, rows redone, rows lost.
+One test trains real smoke runs through the scheduler; the others use a stand-in for ``execute_run``
+(``sleepy_run``: it waits, then appends its row through the same results store, claimed as ``execute_run``
+claims) so that a task can be cancelled, preempted or timed out while it runs. Faults: a task ``scancel``led
+mid-run, a task stopped by its time limit, a task preempted by a job of a higher-priority partition
+(submitit's checkpoint/requeue) while the next wave waits for it, a failed task whose next wave Slurm cancels,
+and the launcher process killed while its tasks run and wait. Each test counts rows present, rows redone,
+rows lost.
 
 The tests skip, with the reason, where the cluster cannot run (not root, no apt-get and no Slurm, or the
 daemons do not come up). A cluster that was already up is left up; one these tests started is stopped.
@@ -13,7 +15,6 @@ daemons do not come up). A cluster that was already up is left up; one these tes
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import signal
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from medvit.experiments import settings_hash
-from medvit.runs import Run
-from medvit.launch import SLURM_QUEUED, grid_runs, launch, launch_params, sbatch_options
+from medvit.execution import grid_runs
+from medvit.runs import Run, RunUnavailable
+from medvit.launch import SLURM_QUEUED, launch, launch_params, launch_slurm, sbatch_options
 from medvit.results import ResultsStore
 
 # a test's limit includes the cluster's first start (.ci/slurm-cluster.sh up installs Debian's packages)
@@ -94,19 +95,23 @@ def slurm(slurm_cluster, tmp_path, monkeypatch):
         subprocess.run(["scancel", *queued()], capture_output=True)
 
 
-def sleepy_run(run: Run, params, store: ResultsStore, seconds: dict[str, float] | float = 10.0) -> dict:
-    """A stand-in for ``execute_run``: notes its start in ``<results_dir>/starts.log`` (one line per attempt:
-    run_id and Slurm task), waits ``seconds`` (per run_id, or for all), then appends the run's ``ok`` row."""
-    task = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+def sleepy_run(run: Run, params, device, seconds: dict[str, float] | float = 10.0,
+               status: dict[str, str] | None = None) -> dict:
+    """A stand-in for the run's experiment (``execute_run`` writes its row): notes its start in
+    ``<results_dir>/starts.log`` (one line per attempt: run_id and Slurm task), waits ``seconds`` (per run_id,
+    or for all), then ends ``ok``, or as ``status[run_id]`` says: ``unavailable`` (RunUnavailable), ``failed``
+    (it raises)."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    task = f"{array}_{index}" if array else os.environ.get("SLURM_JOB_ID")  # a wave of one run is a plain job
     with open(Path(params.results_dir) / "starts.log", "a") as f:
         f.write(f"{run.run_id} {task}\n")
     time.sleep(seconds[run.run_id] if isinstance(seconds, dict) else seconds)
-    row = {"experiment": run.experiment, "dataset": run.dataset, "model": run.model, "init": run.init,
-           "repetition": run.repetition, "profile": params.profile, "status": "ok", "reason": "",
-           "metric": "accuracy", "value": 1.0, "wall_time_s": 0.0, "host": os.uname().nodename, "task": task,
-           "settings_hash": settings_hash(run, params)}  # made with the launch's settings: it counts as done
-    store.append(row)
-    return row
+    outcome = (status or {}).get(run.run_id, "ok")
+    if outcome == "unavailable":
+        raise RunUnavailable(f"the stand-in says {outcome}")
+    if outcome == "failed":
+        raise RuntimeError(f"{run.run_id}: the stand-in failed on purpose")
+    return {"metric": "accuracy", "value": 1.0, "task": task}
 
 
 def _starts(params) -> dict[str, list[str]]:
@@ -171,6 +176,12 @@ def _ended(job: str, duplicates: bool = False) -> list[tuple[str, str]]:
     return _wait_for(f"job {job} to end", ended, timeout=120)
 
 
+def _arrays(lines: list[str]) -> list[str]:
+    """The job array ids a launch reported submitting (its ``submitted N run(s) as job array <id>`` lines)."""
+    return [line.split("as job array ")[1].split(",")[0].split(";")[0] for line in lines
+            if line.startswith("submitted ")]
+
+
 def _quiet(*args, **kwargs):
     pass
 
@@ -198,7 +209,7 @@ def test_smoke_runs_train_as_one_job_array_and_a_second_launch_submits_nothing(s
     report = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False,
                     log=lambda text, **_: lines.append(text))
 
-    assert report.submitted == runs and report.reattached == [] and report.failed == []
+    assert report.submitted == runs and report.failed == []
     assert [o.status for o in report.outcomes] == ["ok"] * len(runs)
     arrays = {o.job_id.split("_")[0] for o in report.outcomes}
     assert len(arrays) == 1, "every run is one task of one job array"
@@ -222,7 +233,7 @@ def test_smoke_runs_train_as_one_job_array_and_a_second_launch_submits_nothing(s
 
     before = _row_files(params)
     again = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False, log=_quiet)
-    assert again.submitted == [] and again.reattached == [] and again.outcomes == []
+    assert again.submitted == [] and again.outcomes == []
     assert _row_files(params) == before
     print(report.summary(), f"(wall {report.wall_time_s:.0f} s)\n{again.summary()}")
 
@@ -233,18 +244,17 @@ def test_tasks_cancelled_mid_run_or_while_queued_leave_no_row_and_only_they_are_
                            fig1_inits=["random", "imagenet"])
     victim, other, queued, last = grid_runs(params, ["fig1"])  # 4 tasks, two at a time
     execute = functools.partial(sleepy_run, seconds={victim.run_id: 60, other.run_id: 5, last.run_id: 2})
-    inflight = tmp_path / "smoke" / "jobs" / "inflight"
+    lines: list[str] = []
 
     def cancel():
-        task_of = _wait_for("the submission", lambda: {json.loads(p.read_text())["run_id"]: json.loads(
-            p.read_text())["job_id"] for p in inflight.glob("*.json")} if len(list(inflight.glob("*.json"))) == 4
-            else None)
-        subprocess.run(["scancel", task_of[queued.run_id]], check=True)  # still queued: two tasks hold the CPUs
+        array = _wait_for("the submission", lambda: _arrays(lines))[0]  # its tasks are the runs in grid order
+        subprocess.run(["scancel", f"{array}_2"], check=True)  # `queued`, still queued: two tasks hold the CPUs
         _wait_for("the victim to start", lambda: victim.run_id in _starts(params))
-        subprocess.run(["scancel", task_of[victim.run_id]], check=True)  # mid-run
+        subprocess.run(["scancel", f"{array}_0"], check=True)  # `victim`, mid-run
 
     canceller = _in_background(cancel)
-    report = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False, log=_quiet, execute=execute)
+    report = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False, execute=execute,
+                    log=lambda text, **_: lines.append(text))
     canceller.join()
     assert canceller.error is None, canceller.error
 
@@ -254,9 +264,8 @@ def test_tasks_cancelled_mid_run_or_while_queued_leave_no_row_and_only_they_are_
     assert failure.status == "failed" and failure.state.startswith("CANCELLED")
     assert "CANCELLED" in failure.error_line and Path(failure.log).is_file()
     assert f"log: {failure.log}" in report.summary() and failure.error_line in report.summary()
-    never = outcome[queued]  # Slurm's accounting keeps no record of an array task cancelled before it started
-    assert never.status == "failed" and ("left the queue without a result" in never.error_line
-                                         or never.state.startswith("CANCELLED")), never
+    never = outcome[queued]  # Slurm's accounting may keep no record of an array task cancelled before it started
+    assert never.status == "failed" and never.error_line.startswith("not started: task ") and never.log == "", never
     assert queued.run_id not in _starts(params)
     assert set(_rows(params)) == {other.run_id, last.run_id}, "the cancelled runs left no row"
 
@@ -298,12 +307,15 @@ def test_a_task_at_its_time_limit_fails_with_the_limit_named_and_is_submitted_ag
     _tally("time limit", params, [slow, quick], {quick.run_id})
 
 
-def test_a_preempted_task_is_requeued_and_restarts_its_run_without_a_partial_row(slurm, tmp_path):
+def test_a_preempted_task_is_requeued_and_restarts_its_run_without_a_partial_row_and_the_next_wave_waits(
+        slurm, tmp_path):
     # one task at a time: the first run ends, then the second is preempted mid-run by a job of the `urgent`
-    # partition (higher PriorityTier) that needs the whole node
+    # partition (higher PriorityTier) that needs the whole node; a third run, in the next wave, reads the first
+    # run's checkpoint: a requeue is not a failure, so its array waits for the requeued task and then starts
     params = launch_params("smoke", tmp_path, slurm={**CPU_TASK, "array_parallelism": 1}, **FIG1_R18)
     first, victim = grid_runs(params, ["fig1"])
-    execute = functools.partial(sleepy_run, seconds={first.run_id: 1, victim.run_id: 25})
+    reader = Run("attention_finetuned", first.dataset, first.model, first.init, 0)
+    execute = functools.partial(sleepy_run, seconds={first.run_id: 1, victim.run_id: 25, reader.run_id: 1})
     cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0])
     preemptor: list[str] = []
 
@@ -316,62 +328,110 @@ def test_a_preempted_task_is_requeued_and_restarts_its_run_without_a_partial_row
         (tmp_path / "jobs.txt").write_text(preemptor[0])  # for the fixture's clean-up
 
     thread = _in_background(preempt_the_second_run_mid_run)
-    report = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False, log=_quiet, execute=execute)
+    report = launch_slurm(params, [first, victim, reader], poll_s=1, progress=False, log=_quiet, execute=execute)
     thread.join()
     assert thread.error is None, thread.error
 
-    assert [o.status for o in report.outcomes] == ["ok", "ok"], report.summary()
+    outcome = {o.run: o for o in report.outcomes}
+    assert [outcome[r].status for r in (first, victim, reader)] == ["ok", "ok", "ok"], report.summary()
     starts = _starts(params)
     task = starts[victim.run_id][0]
-    assert starts == {first.run_id: [starts[first.run_id][0]], victim.run_id: [task, task]}, \
+    assert starts == {first.run_id: [starts[first.run_id][0]], victim.run_id: [task, task],
+                      reader.run_id: [outcome[reader].job_id]}, \
         "the second run restarted once, in the same (requeued) array task; the first was not redone"
     history = [state for _, state in _ended(task, duplicates=True)]
     assert history[0] in ("PREEMPTED", "REQUEUED") and history[-1] == "COMPLETED", history
     assert _ended(preemptor[0]) == [(preemptor[0], "COMPLETED")]
-    log = Path(report.outcomes[1].log).read_text()
+    log = Path(outcome[victim].log).read_text()
     # submitit's handler got the preemption signal and requeued the task itself (scontrol requeue)
     assert "this job is preempted" in log and "DUE TO JOB REQUEUE" in log, log
     rows = _rows(params)
-    assert {k: len(v) for k, v in rows.items()} == {first.run_id: 1, victim.run_id: 1}, "no partial row"
+    assert {k: len(v) for k, v in rows.items()} == {first.run_id: 1, victim.run_id: 1, reader.run_id: 1}, \
+        "no partial row"
     assert all(v[0]["status"] == "ok" for v in rows.values())
     assert rows[first.run_id][0]["task"] == starts[first.run_id][0]
-    _tally("preemption", params, [first, victim], {first.run_id})
+    # the next wave started only once the requeued task had ended
+    assert rows[reader.run_id][0]["created_at"] > rows[victim.run_id][0]["created_at"]
+    assert _ended(outcome[reader].job_id) == [(outcome[reader].job_id, "COMPLETED")]
+    _tally("preemption", params, [first, victim, reader], {first.run_id})
 
 
-def test_a_killed_launcher_is_rerun_reattaches_to_its_queued_tasks_and_resubmits_only_a_lost_one(slurm, tmp_path):
-    overrides = {"slurm": {**CPU_TASK, "array_parallelism": 2}, **FIG1_R18,
-                 "fig1_inits": ["random", "imagenet"]}  # 4 runs, two tasks at a time: two wait in the queue
+def test_a_failed_task_leaves_the_next_wave_not_started_and_an_unavailable_run_does_not(slurm, tmp_path):
+    params = launch_params("smoke", tmp_path, slurm=CPU_TASK)
+    finetunes = [Run("finetune", "synthetic_shapes", "resnet18", init, 0) for init in ("random", "imagenet")]
+    readers = [Run("attention_finetuned", "synthetic_shapes", "resnet18", init, 0) for init in ("random", "imagenet")]
+    runs = finetunes + readers  # two waves: the readers read the fine-tuned checkpoints
+    broken, missing = finetunes
+    lines: list[str] = []
+    report = launch_slurm(params, runs, poll_s=1, progress=False, log=lambda text, **_: lines.append(text),
+                          execute=functools.partial(sleepy_run, seconds=1,
+                                                    status={broken.run_id: "failed", missing.run_id: "unavailable"}))
+    first, second = _arrays(lines)
+
+    outcome = {o.run: o for o in report.outcomes}
+    assert outcome[broken].status == "failed" and "the stand-in failed on purpose" in outcome[broken].error_line
+    assert outcome[missing].status == "unavailable"
+    for reader in readers:  # Slurm cancelled the waiting array when a task of the one it waits for failed
+        never = outcome[reader]
+        assert never.status == "failed" and never.state.startswith("CANCELLED") and never.log == "", never
+        assert never.error_line == (f"not started: Slurm cancelled it because run {broken.run_id} of the job array "
+                                    f"it waits for ({first}) failed (its dependency afterok:{first} can never be "
+                                    f"satisfied)")
+        assert f"FAILED {reader.run_id} (job {never.job_id}, Slurm state CANCELLED): not started" in report.summary()
+    assert set(_starts(params)) == {broken.run_id, missing.run_id}, "no reader started"
+    assert {state for _, state in _ended(second)} == {"CANCELLED"}
+    print(report.summary())
+
+    # the same runs again (an unavailable run with --retry-unavailable): the failed one now ends well and the other
+    # is unavailable again, which is no failure: the readers start once both have ended
+    again = launch_slurm(params, runs, poll_s=1, progress=False, log=_quiet,
+                         execute=functools.partial(sleepy_run, seconds=1, status={missing.run_id: "unavailable"}))
+    assert {o.run: o.status for o in again.outcomes} == {broken: "ok", missing: "unavailable", readers[0]: "ok",
+                                                         readers[1]: "ok"}, again.summary()
+    rows = _rows(params)
+    assert all(len(rows[r.run_id]) == 1 for r in readers)
+    wave_one_ended = max(row["created_at"] for r in finetunes for row in rows[r.run_id])
+    assert all(rows[r.run_id][0]["created_at"] > wave_one_ended for r in readers)
+    _tally("failed wave", params, runs, set())
+
+
+def test_a_killed_launcher_is_rerun_and_the_runs_its_tasks_hold_or_have_done_are_not_redone(slurm, tmp_path):
+    # 4 runs, one task at a time: the first run takes a minute and a half, the others a few seconds
+    overrides = {"slurm": {**CPU_TASK, "array_parallelism": 1}, **FIG1_R18, "fig1_inits": ["random", "imagenet"]}
     params = launch_params("smoke", tmp_path, **overrides)
     runs = grid_runs(params, ["fig1"])
+    seconds = {r.run_id: 90 if r == runs[0] else 3 for r in runs}
     script = tmp_path / "launcher.py"
     script.write_text(
         "import functools, test_slurm_cluster as t\n"
         "from medvit.launch import launch, launch_params\n"
         f"params = launch_params('smoke', {str(tmp_path)!r}, **{overrides!r})\n"
         "launch(params, 'slurm', figures=['fig1'], poll_s=1, progress=False,\n"
-        "       execute=functools.partial(t.sleepy_run, seconds=6))\n")
-    inflight = tmp_path / "smoke" / "jobs" / "inflight"
-    launcher = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for("the launcher to submit its array", lambda: len(list(inflight.glob("*.json"))) == len(runs))
+        f"       execute=functools.partial(t.sleepy_run, seconds={seconds!r}))\n")
+    launcher = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+    try:  # the whole launcher process is killed once its first task runs; the three others wait in the queue
+        _wait_for("the first run to start", lambda: runs[0].run_id in _starts(params))
     finally:
-        launcher.send_signal(signal.SIGKILL)  # the whole launcher process, while its tasks are queued
+        launcher.send_signal(signal.SIGKILL)
         launcher.wait()
-    tasks = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text())["job_id"] for p in inflight.glob("*.json")}
+    [earlier] = _arrays(launcher.stdout.read().splitlines())
     lost = runs[-1]
-    subprocess.run(["scancel", tasks[lost.run_id]], check=True)  # one queued task is lost meanwhile
-    _ended(tasks[lost.run_id])
+    subprocess.run(["scancel", f"{earlier}_3"], check=True)  # one queued task is lost meanwhile
+    _ended(f"{earlier}_3")
 
-    rerun = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False, log=_quiet,
-                   execute=functools.partial(sleepy_run, seconds=6))
-    assert rerun.submitted == [lost]
-    done_meanwhile = set(runs) - set(rerun.reattached) - {lost}
-    assert set(rerun.reattached) | done_meanwhile == set(runs[:-1]) and rerun.reattached, rerun.reattached
-    assert all(o.status == "ok" for o in rerun.outcomes) and len(rerun.outcomes) == len(runs) - len(done_meanwhile)
-    reattached = {o.run: o.job_id for o in rerun.outcomes if o.run in rerun.reattached}
-    assert reattached == {r: tasks[r.run_id] for r in rerun.reattached}, "the same tasks, not new ones"
+    lines: list[str] = []
+    rerun = launch(params, "slurm", figures=["fig1"], poll_s=1, progress=False,
+                   log=lambda text, **_: lines.append(text), execute=functools.partial(sleepy_run, seconds=seconds))
+    assert rerun.submitted == runs, "nothing had ended: every run is submitted again"
+    assert [o.status for o in rerun.outcomes if o.run == runs[0]] == ["ok"]
+    assert all(o.status == "ok" for o in rerun.outcomes) and len(rerun.outcomes) == len(runs), rerun.summary()
+    # the new task of the first run found it claimed by the earlier task, returned at once, and the launch
+    # counted the run once that task had written its row
+    assert any(line.startswith(f"{runs[0].run_id}: the run was being done by another process") for line in lines)
     assert {k: len(v) for k, v in _rows(params).items()} == {r.run_id: 1 for r in runs}  # present 4, lost 0
     assert {k: len(v) for k, v in _starts(params).items()} == {r.run_id: 1 for r in runs}  # redone 0
-    assert list(inflight.glob("*.json")) == []
+    assert _starts(params)[runs[0].run_id] == [f"{earlier}_0"]
+    assert _starts(params)[lost.run_id][0].split("_")[0] != earlier
     print(rerun.summary())
     _tally("launcher killed", params, runs, {r.run_id for r in runs})
