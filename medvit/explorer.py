@@ -3,7 +3,7 @@
 ``Explorer(params).render(dataset, index, init, head)`` returns a matplotlib Figure (testable without a
 browser): the image, then for each backbone (Fig 1's CNN and ViT) its saliency at that init: Grad-CAM for
 the CNN, and for the ViT the CLS attention of the chosen head (or the head average, ``"mean"``) beside
-its top-50% mask. Models are resolved by :func:`medvit.saliency.saliency_model` (fine-tuned checkpoint,
+its top-50% mask. Models are resolved by :func:`medvit.figures.fig4.saliency_model` (fine-tuned checkpoint,
 else the pretrained backbone) and cached; an unavailable model or head gives a panel saying why.
 ``Explorer.widget()`` builds the ipywidgets UI bound to ``render`` (Jupyter, Colab).
 """
