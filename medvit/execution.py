@@ -34,7 +34,8 @@ from .layout import Layout
 from .models import WeightsUnavailableError
 from .params import Params
 from .resources import VERSION, source_revision
-from .results import HOST, ResultsStore, current, timed
+from .claims import HOST
+from .results import ResultsStore, current, timed
 from .runs import PRETRAIN_DINO, Run, RunUnavailable
 
 
@@ -96,9 +97,9 @@ def execute_run(run: Run, params: Params, store: ResultsStore, device=None, forc
     another live process holds is skipped (``{"skipped": "claimed", "holder": ...}``), and one that has an
     ``ok`` row under the current settings by the time the claim is had is not redone (``{"skipped": "done"}``)
     unless ``force`` or the checkpoint that row stands for is gone (:func:`checkpoint_gone`)."""
-    with store.claim(run.run_id) as claim:
+    with store.claims.claim(run.run_id) as claim:
         if claim is None:
-            return {"run_id": run.run_id, "status": "", "skipped": "claimed", "holder": store.holder(run.run_id)}
+            return {"run_id": run.run_id, "status": "", "skipped": "claimed", "holder": store.claims.holder(run.run_id)}
         if not force:
             rows, _ = current_rows(params, [run], store)
             if not rows.empty and rows["status"].iloc[0] == "ok":

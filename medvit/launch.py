@@ -236,7 +236,7 @@ class _Progress:
     def settle(self) -> None:
         """Count the runs done elsewhere whose holder has let its claim go, with their rows' status."""
         store = results_store(self.params)
-        released = [run for run in self.elsewhere if store.holder(run.run_id) is None]
+        released = [run for run in self.elsewhere if store.claims.holder(run.run_id) is None]
         if not released:
             return
         states = run_states(self.params, released)

@@ -96,7 +96,7 @@ def work(root: str, runs: list[dict], log: str, opts: Options, phase=None) -> No
             return
         random.Random(os.getpid()).shuffle(pending)
         for run in pending:
-            with store.claim(rid(run)) as claim:
+            with store.claims.claim(rid(run)) as claim:
                 if claim is None or store.is_done(rid(run)):
                     continue
                 started += 1

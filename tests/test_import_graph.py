@@ -15,7 +15,7 @@ LAYERS = [
     ("compute", ("medvit.metrics", "medvit.train", "medvit.segment", "medvit.knn", "medvit.features",
                  "medvit.saliency", "medvit.attention", "medvit.stats", "medvit.pretrain", "medvit.predictions")),
     ("settings", ("medvit.params", "medvit.paper")),
-    ("store", ("medvit.results",)),
+    ("store", ("medvit.claims", "medvit.results")),
     ("runs", ("medvit.runs", "medvit.device")),
     ("executors", ("medvit.experiments",)),
     ("figures", ("medvit.figures",)),

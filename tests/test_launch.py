@@ -304,7 +304,7 @@ def test_a_job_whose_run_another_live_process_holds_returns_at_once_without_doin
         done.append(run)
         return {"metric": "accuracy", "value": 1.0}
 
-    with store.claim(run.run_id) as claim:  # e.g. the task of an earlier launch, still running
+    with store.claims.claim(run.run_id) as claim:  # e.g. the task of an earlier launch, still running
         assert claim is not None
         for execute in (None, stand_in):  # execute_run, and the stand-in the Slurm tests use
             result = execute_job(run, params, execute=execute)
@@ -385,7 +385,7 @@ def test_a_relaunch_while_earlier_tasks_hold_runs_does_not_redo_them_and_counts_
     params = launch_params("smoke", tmp_path, fig1_inits=["random"], fig1_models=["resnet18"])
     finished, failing = grid_runs(params, ["fig1"])
     store = ResultsStore(tmp_path / "smoke")
-    claims = [store.try_claim(run.run_id) for run in (finished, failing)]  # an earlier launch's live tasks
+    claims = [store.claims.try_claim(run.run_id) for run in (finished, failing)]  # an earlier launch's live tasks
 
     def the_earlier_tasks_end():  # once both jobs of this launch have found their run claimed and returned
         deadline = time.monotonic() + 300

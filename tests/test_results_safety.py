@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-import medvit.results as results
+import medvit.claims as claims
 from medvit.files import atomic_torch_save, atomic_write_bytes
 from medvit.results import CorruptRowWarning, ResultsStore, aggregate
 
@@ -152,15 +152,15 @@ def claim_info(path):
 
 def test_a_claimed_run_cannot_be_claimed_again_until_released(tmp_path):
     store, other = ResultsStore(tmp_path), ResultsStore(tmp_path)
-    with store.claim(RUN) as claim:
+    with store.claims.claim(RUN) as claim:
         assert claim is not None and claim.generation == 0
         info = claim_info(claim.path)
-        assert (info["host"], info["pid"], info["released_at"]) == (results.HOST, os.getpid(), None)
+        assert (info["host"], info["pid"], info["released_at"]) == (claims.HOST, os.getpid(), None)
         assert info["started_at"] <= info["heartbeat_at"] <= time.time()
-        assert other.try_claim(RUN) is None
-        assert other.holder(RUN)["token"] == info["token"]
-    assert claim_info(claim.path)["released_at"] is not None and other.holder(RUN) is None
-    again = other.try_claim(RUN)
+        assert other.claims.try_claim(RUN) is None
+        assert other.claims.holder(RUN)["token"] == info["token"]
+    assert claim_info(claim.path)["released_at"] is not None and other.claims.holder(RUN) is None
+    again = other.claims.try_claim(RUN)
     assert again.generation == 1 and again.path.name == "000001.json"
     again.release()
     assert sorted(p.name for p in (tmp_path / "claims" / RUN).iterdir()) == ["000000.json", "000001.json"]
@@ -169,17 +169,17 @@ def test_a_claimed_run_cannot_be_claimed_again_until_released(tmp_path):
 def test_a_claim_is_released_when_the_run_raises(tmp_path):
     store = ResultsStore(tmp_path)
     with pytest.raises(RuntimeError, match="run crashed"):
-        with store.claim(RUN) as claim:
+        with store.claims.claim(RUN) as claim:
             raise RuntimeError("run crashed")
     assert claim_info(claim.path)["released_at"] is not None
-    assert store.try_claim(RUN).generation == 1
+    assert store.claims.try_claim(RUN).generation == 1
 
 
 def write_claim(tmp_path, generation=0, **info):
     folder = tmp_path / "claims" / RUN
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    info = {"run_id": RUN, "generation": generation, "host": results.HOST, "pid": os.getpid(), "token": "t",
+    info = {"run_id": RUN, "generation": generation, "host": claims.HOST, "pid": os.getpid(), "token": "t",
             "started_at": now, "heartbeat_at": now, "released_at": None} | info
     (folder / f"{generation:06d}.json").write_text(json.dumps(info))
 
@@ -192,7 +192,7 @@ def dead_pid() -> int:
 
 def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     write_claim(tmp_path, pid=dead_pid())
-    claim = ResultsStore(tmp_path).try_claim(RUN)
+    claim = ResultsStore(tmp_path).claims.try_claim(RUN)
     assert claim is not None and claim.generation == 1
     claim.release()
 
@@ -201,12 +201,12 @@ def test_a_claim_of_a_killed_but_not_yet_reaped_process_is_taken_over(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         write_claim(tmp_path, pid=p.pid)
-        assert ResultsStore(tmp_path).try_claim(RUN) is None  # alive
+        assert ResultsStore(tmp_path).claims.try_claim(RUN) is None  # alive
         os.kill(p.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while results._pid_running(p.pid) and time.monotonic() < deadline:  # a zombie until waited for
+        while claims._pid_running(p.pid) and time.monotonic() < deadline:  # a zombie until waited for
             time.sleep(0.01)
-        claim = ResultsStore(tmp_path).try_claim(RUN)
+        claim = ResultsStore(tmp_path).claims.try_claim(RUN)
         assert claim is not None and claim.generation == 1
         claim.release()
     finally:
@@ -217,9 +217,9 @@ def test_a_claim_of_a_killed_but_not_yet_reaped_process_is_taken_over(tmp_path):
 def test_another_host_s_claim_is_taken_over_only_when_its_heartbeat_is_older_than_the_timeout(tmp_path):
     write_claim(tmp_path, host="node-17", pid=1, heartbeat_at=time.time() - 100)
     store = ResultsStore(tmp_path, stale_after=120, heartbeat_every=10)
-    assert store.try_claim(RUN) is None and store.holder(RUN)["host"] == "node-17"
+    assert store.claims.try_claim(RUN) is None and store.claims.holder(RUN)["host"] == "node-17"
     write_claim(tmp_path, host="node-17", pid=1, heartbeat_at=time.time() - 121)
-    claim = store.try_claim(RUN)
+    claim = store.claims.try_claim(RUN)
     assert claim is not None and claim.generation == 1
     claim.release()
 
@@ -229,24 +229,24 @@ def test_an_unreadable_claim_file_is_judged_by_its_age(tmp_path):
     path = tmp_path / "claims" / RUN / "000000.json"
     path.write_text("{")
     store = ResultsStore(tmp_path, stale_after=60, heartbeat_every=10)
-    assert store.try_claim(RUN) is None
+    assert store.claims.try_claim(RUN) is None
     os.utime(path, (time.time() - 61, time.time() - 61))
-    assert store.try_claim(RUN).generation == 1
+    assert store.claims.try_claim(RUN).generation == 1
 
 
 def test_the_heartbeat_keeps_a_claim_alive_and_a_silent_holder_loses_it(tmp_path, monkeypatch):
     store = ResultsStore(tmp_path, stale_after=0.6, heartbeat_every=0.1)
-    claim = store.try_claim(RUN)
+    claim = store.claims.try_claim(RUN)
     first = claim_info(claim.path)["heartbeat_at"]
-    monkeypatch.setattr(results, "HOST", "another-host")  # judge by heartbeat alone, as another host does
+    monkeypatch.setattr(claims, "HOST", "another-host")  # judge by heartbeat alone, as another host does
     time.sleep(1.0)
     assert claim_info(claim.path)["heartbeat_at"] > first + 0.5
-    assert store.try_claim(RUN) is None  # older than stale_after, but heartbeating
+    assert store.claims.try_claim(RUN) is None  # older than stale_after, but heartbeating
 
     claim._stop.set()  # the holder hangs: no more heartbeats
     claim._thread.join()
     time.sleep(0.7)
-    taker = store.try_claim(RUN)
+    taker = store.claims.try_claim(RUN)
     assert taker is not None and taker.generation == 1
     claim.release()  # the old holder finds out, and does not mark the new claim released
     assert claim.lost and claim_info(taker.path)["released_at"] is None
@@ -261,7 +261,7 @@ def test_a_heartbeat_shorter_than_the_timeout_is_required(tmp_path):
 
 def _race(root: str, start, out) -> None:
     start.wait()
-    claim = ResultsStore(root).try_claim(RUN)
+    claim = ResultsStore(root).claims.try_claim(RUN)
     out.put(None if claim is None else claim.generation)
     time.sleep(0.5)  # hold it while the others look
 
@@ -351,10 +351,10 @@ def test_a_full_disk_fails_the_write_keeps_the_old_file_and_leaves_no_temporary(
     with pytest.raises(OSError, match="No space left"):
         store.append(row(repetition=0))
     with pytest.raises(OSError, match="No space left"):
-        store.try_claim(RUN)
+        store.claims.try_claim(RUN)
     monkeypatch.undo()
     assert path.read_bytes() == b"old" and not list(tmp_path.rglob("*.partial"))
     assert store.done() == {RUN.replace("r0", "r1")}
-    claim = store.try_claim(RUN)  # the failed attempt left no claim behind
+    claim = store.claims.try_claim(RUN)  # the failed attempt left no claim behind
     assert claim.generation == 0
     claim.release()
