@@ -1,6 +1,5 @@
 """What a run is: the :class:`Run` (experiment, dataset, model, init, repetition), the :class:`Experiment` its
-executor belongs to, which runs a profile's grid holds, and the in-domain
-pretraining a run starts from.
+executor belongs to, which runs a profile's grid holds, and the in-domain pretraining a run starts from.
 
 Nothing here executes a run (``medvit.experiments`` holds the executors, ``medvit.execution`` does runs) or
 knows which figure asks for what (``medvit.figures``).
