@@ -295,13 +295,15 @@ def test_a_task_at_its_time_limit_fails_with_the_limit_named_and_is_submitted_ag
     assert failure.status == "failed", failure
     assert failure.error_line.startswith("TimeoutError:") and "slurm.time='2'" in failure.error_line, failure.error
     assert Path(failure.log).is_file() and "this job is timed-out" in Path(failure.log).read_text()
-    assert set(_rows(params)) == {quick.run_id}
+    rows = _rows(params)  # execute_run wrote the stopped run's failed row, as for a real run
+    assert set(rows) == {quick.run_id, slow.run_id} and [r["status"] for r in rows[slow.run_id]] == ["failed"]
 
     longer = launch_params("smoke", tmp_path, slurm=CPU_TASK, **FIG1_R18)
     rerun = launch(longer, "slurm", figures=["fig1"], poll_s=1, progress=False, log=_quiet,
                    execute=functools.partial(sleepy_run, seconds=1))
     assert rerun.submitted == [slow] and [o.status for o in rerun.outcomes] == ["ok"]
-    assert {k: len(v) for k, v in _rows(params).items()} == {slow.run_id: 1, quick.run_id: 1}
+    assert {k: [r["status"] for r in v] for k, v in _rows(params).items()} == {slow.run_id: ["failed", "ok"],
+                                                                              quick.run_id: ["ok"]}
     assert len(_starts(params)[quick.run_id]) == 1
     print(report.summary())
     _tally("time limit", params, [slow, quick], {quick.run_id})
