@@ -2,17 +2,19 @@
 workers, Slurm tasks on several hosts sharing the results folder) work through the same grid without doing a
 run twice.
 
-``try_claim(run_id)`` returns a :class:`Claim` (or ``None`` while another live process holds
-the run). Claims are generations ``claims/<run_id>/000000.json, 000001.json, ...``, created with
+``try_claim(run_id)`` returns a :class:`Claim` (or ``None`` while another live process holds the run): one
+file, created exclusively, holding the holder's host, pid, start and heartbeat times. Claims are generations ``claims/<run_id>/000000.json, 000001.json, ...``, created with
 ``os.link`` (atomic and exclusive on POSIX and NFS), never deleted, so each generation has exactly one
 creator. The newest generation is the run's claim; it is free when released, or *stale* when its holder is
 gone: on the same host its pid no longer runs; on any host its heartbeat (rewritten every
 ``heartbeat_every`` seconds by a thread of the holder) is older than ``stale_after``. Taking over a free or
-stale claim creates the next generation; of two processes racing for it, one wins. A holder whose claim was
+stale claim creates the next generation; of two processes racing for it, one wins (a single file per run
+could not be taken over so: two processes that both found it stale could both replace it). A holder whose claim was
 taken over (its heartbeat stopped for longer than ``stale_after``) sees ``claim.lost``; its row is still
-kept, like any row. The caller checks ``is_done`` after claiming (the holder before it may have finished)::
+kept, like any row. The caller looks for the run's row after claiming (the holder before it may have
+finished), as ``medvit.execution.execute_run`` does::
 
-    with store.claim(run_id) as claim:
+    with store.claims.claim(run_id) as claim:
         if claim is not None and not store.is_done(run_id):
             store.append(do_the_run())
 """

@@ -26,6 +26,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from .claims import HOST
 from .device import available_cores, resolve_device
 from .experiments import experiment, prerequisites, settings_hash, waves
 from .experiments.inputs import pretraining_checkpoint
@@ -34,7 +35,6 @@ from .layout import Layout
 from .models import WeightsUnavailableError
 from .params import Params
 from .resources import VERSION, source_revision
-from .claims import HOST
 from .results import ResultsStore, current, timed
 from .runs import PRETRAIN_DINO, Run, RunUnavailable
 
