@@ -34,6 +34,24 @@ class Layout:
         """The layout of ``params``' results (``params.results_dir`` / ``params.profile``)."""
         return cls(Path(params.results_dir) / params.profile)
 
+    @property
+    def rows(self) -> Path:
+        return self.root / "rows"
+
+    @property
+    def claims(self) -> Path:
+        return self.root / "claims"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    def predictions(self, run_id: str) -> Path:
+        return self.root / "predictions" / f"{run_id}.npz"
+
+    def features(self, run_id: str) -> Path:
+        return self.root / "features" / f"{run_id}.npz"
+
     def checkpoint(self, run_id: str) -> Path:
         return self.root / "checkpoints" / f"{run_id}.pt"
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .device import resolve_device
 from .figures import check_sections
+from .layout import Layout
 from .models.backbones import get_spec
 from .params import Params, ParamsError, load_params
 from .resources import VERSION, checkout, source_revision
@@ -36,8 +37,8 @@ def machine_folders(params: Params | None = None) -> list[tuple[str, str]]:
     ``$MEDVIT_DATA_ROOT``, ``$MEDVIT_WEIGHTS_DIR``, the checkout, the temporary folder and the home folder."""
     folders: list[tuple[Path, str]] = []
     if params is not None:
-        root = Path(params.results_dir).expanduser().resolve()
-        folders += [(root / params.profile, f"results/{params.profile}"), (root, "results")]
+        profile_root = Layout.of(params).root.expanduser().resolve()
+        folders += [(profile_root, f"results/{params.profile}"), (profile_root.parent, "results")]
         if params.data_root:
             folders.append((Path(params.data_root).expanduser().resolve(), "$MEDVIT_DATA_ROOT"))
     for env in ("MEDVIT_DATA_ROOT", "MEDVIT_WEIGHTS_DIR"):

@@ -20,9 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .files import atomic_file
+from .layout import Layout
 
-PREDICTIONS_DIR = "predictions"
-FEATURES_DIR = "features"
 _SAFE_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -39,11 +38,11 @@ class Features(NamedTuple):
 
 
 def predictions_path(root: str | os.PathLike, run_id: str) -> Path:
-    return Path(root) / PREDICTIONS_DIR / f"{_check_run_id(run_id)}.npz"
+    return Layout(Path(root)).predictions(_check_run_id(run_id))
 
 
 def features_path(root: str | os.PathLike, run_id: str) -> Path:
-    return Path(root) / FEATURES_DIR / f"{_check_run_id(run_id)}.npz"
+    return Layout(Path(root)).features(_check_run_id(run_id))
 
 
 def save_predictions(root: str | os.PathLike, run_id: str, labels, scores) -> Path:

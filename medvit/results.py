@@ -37,6 +37,7 @@ import pandas as pd
 
 from .claims import HEARTBEAT_EVERY_S, STALE_AFTER_S, Claims
 from .files import atomic_write_bytes, fsync_folder
+from .layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class ResultsStore:
     def __init__(self, root: str | os.PathLike, stale_after: float = STALE_AFTER_S,
                  heartbeat_every: float = HEARTBEAT_EVERY_S):
         self.root = Path(root)
-        self.claims = Claims(self.root / "claims", stale_after, heartbeat_every)
+        self.layout = Layout(self.root)
+        self.claims = Claims(self.layout.claims, stale_after, heartbeat_every)
 
     def append(self, row: dict) -> Path:
         """Write one row atomically; returns its file."""
@@ -131,7 +133,7 @@ class ResultsStore:
         row = {**row, "run_id": run_id(*(row[k] for k in KEY)),
                "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
         data = _dumps(row)
-        folder = self.root / "rows" / row["run_id"]
+        folder = self.layout.rows / row["run_id"]
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             fsync_folder(folder.parent)
@@ -162,7 +164,7 @@ class ResultsStore:
         return set() if rows.empty else set(rows.loc[rows["status"] == "ok", "run_id"])
 
     def _read(self, run_pattern: str) -> Iterator[dict]:
-        for path in sorted(self.root.glob(f"rows/{run_pattern}/*.json")):
+        for path in sorted(self.layout.rows.glob(f"{run_pattern}/*.json")):
             if path.name.startswith("."):  # a writer's temporary file (older versions named them .tmp-*.json)
                 continue
             try:
@@ -180,7 +182,7 @@ class ResultsStore:
             yield row
 
     def _quarantine(self, path: Path, problem: str) -> None:
-        dest = self.root / "quarantine" / path.parent.name / path.name
+        dest = self.layout.quarantine / path.parent.name / path.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(path, dest)
