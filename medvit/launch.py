@@ -298,7 +298,7 @@ def launch_local(params: Params, runs: list[Run], gpus: int | None = None, folde
     start = time.perf_counter()
     slots: list[int | None] = list(local_gpus(gpus)) or [None]
     # one flat folder per launch (local job ids are process ids; a "%j" folder would leave a stray "%j" behind)
-    folder = Path(folder or _jobs_folder(params)) / time.strftime("local-%Y%m%d-%H%M%S")
+    folder = Path(folder or Layout.of(params).jobs) / time.strftime("local-%Y%m%d-%H%M%S")
     executor = submitit.LocalExecutor(folder=folder)
     report = LaunchReport("local", planned=len(runs))
     running: dict = {}
@@ -391,7 +391,7 @@ def slurm_executor(params: Params, folder: str | os.PathLike | None = None, sign
         raise FileNotFoundError("no `srun`/`sbatch` on PATH: --launcher slurm runs on a Slurm login node "
                                 "(use --launcher local on a workstation)")
     s = params.slurm
-    executor = submitit.SlurmExecutor(folder=Path(folder or _jobs_folder(params)) / "%j", max_num_timeout=0,
+    executor = submitit.SlurmExecutor(folder=Path(folder or Layout.of(params).jobs) / "%j", max_num_timeout=0,
                                       python=task_python())
     executor.update_parameters(job_name=f"medvit-{params.profile}", partition=s.partition,
                                time=parse_minutes(s.time), nodes=1, ntasks_per_node=1, cpus_per_task=s.cpus_per_task,
@@ -439,7 +439,7 @@ class SlurmTask:
 def dry_run_text(params: Params, runs: list[Run], signal_delay_s: int = SIGNAL_DELAY_S) -> str:
     """What ``launch_slurm`` would submit: the sbatch options of each job array and its tasks' runs."""
     lines = [f"slurm dry run: {len(runs)} run(s) to submit (profile {params.profile}); nothing is submitted",
-             f"job folders: {_jobs_folder(params)}/<array id>_<task>/ (logs: <array id>_<task>_0_log.err / .out)"]
+             f"job folders: {Layout.of(params).jobs}/<array id>_<task>/ (logs: <array id>_<task>_0_log.err / .out)"]
     for i, wave in enumerate(waves(runs)):
         after = f"<id of array {i}>" if i else None
         lines.append(f"job array {i + 1}: {len(wave)} task(s)" + (
@@ -577,12 +577,6 @@ def _submitit():
     except ImportError:
         raise ImportError("the local and slurm launchers need submitit: pip install 'medvit[cluster]'") from None
     return submitit
-
-
-def _jobs_folder(params: Params) -> Path:
-    """Where submitit keeps job pickles and logs: ``<results_dir>/<profile>/jobs/`` (Slurm: one folder per task
-    ``<array id>_<task>``; local: one folder per launch)."""
-    return Layout.of(params).jobs
 
 
 LAUNCHERS: dict[str, Callable[..., LaunchReport]] = {"local": launch_local, "slurm": launch_slurm}

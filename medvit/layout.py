@@ -69,6 +69,7 @@ class Layout:
 
     @property
     def jobs(self) -> Path:
+        """submitit's job folders (Slurm: one per task ``<array id>_<task>``; local: one per launch)."""
         return self.root / "jobs"
 
     @property

@@ -355,27 +355,29 @@ def load_params(profile: str | os.PathLike, **overrides) -> Params:
     resolved["dino"] = dataclasses.replace(resolved.get("dino", DinoConfig()),
                                            img_size=resolved.get("img_size", Params.img_size))
     params = Params(**resolved)
-    _check_names(params, {k: "override" if overrides.get(k) is not None else str(path) for k in fields})
+    _check_names(params, params.dino_datasets, lambda k: "override" if overrides.get(k) is not None else str(path))
     return params
 
 
-def _check_names(params: Params, sources: dict[str, str]) -> None:
-    """Every dataset, model and init named in the profile exists (the error suggests the closest name)."""
+def _check_names(values, dino_datasets, source_of, prefix: str = "") -> None:
+    """Every dataset, model and init that ``values`` (Params, or a figure's Settings) names in its fields
+    ``datasets``, ``models``, ``inits`` (or ending so) exists (the error suggests the closest name), and an
+    in-domain init has ``dino_datasets`` to pretrain on. ``source_of(field)``: where the field's value came
+    from; ``prefix``: the field's dotted place in the profile."""
     kinds = {"datasets": list_datasets(), "models": list_models(), "inits": list(INITS)}
-    for f in dataclasses.fields(Params):
-        kind = next((k for k in kinds if f.name == k or f.name.endswith("_" + k)), None)
-        if kind is None:
-            continue
-        for name in getattr(params, f.name):
+    fields = [f.name for f in dataclasses.fields(values)]
+    for field_name in fields:
+        kind = next((k for k in kinds if field_name == k or field_name.endswith("_" + k)), None)
+        for name in getattr(values, field_name) if kind else ():
             if name not in kinds[kind]:
-                raise ParamsError(f"{sources[f.name]}: {f.name} names unknown {kind[:-1]} {name!r}"
-                                  f"{did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
-    indomain = [(f.name, i) for f in dataclasses.fields(Params) if f.name.endswith("_inits")
-                for i in getattr(params, f.name) if indomain_start(i) is not None]
-    if indomain and not params.dino_datasets:
-        name, init = indomain[0]
-        raise ParamsError(f"{sources[name]}: {name} names {init!r}, but dino_datasets is empty: name the datasets "
-                          f"to pretrain on in-domain (dino_datasets: [...])")
+                raise ParamsError(f"{source_of(field_name)}: {prefix}{field_name} names unknown {kind[:-1]} "
+                                  f"{name!r}{did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
+    indomain = [(f, i) for f in fields if f == "inits" or f.endswith("_inits")
+                for i in getattr(values, f) if indomain_start(i) is not None]
+    if indomain and not dino_datasets:
+        field_name, init = indomain[0]
+        raise ParamsError(f"{source_of(field_name)}: {prefix}{field_name} names {init!r}, but dino_datasets is "
+                          f"empty: name the datasets to pretrain on in-domain (dino_datasets: [...])")
 
 
 def _figure_sections(current: dict, given, source: str) -> dict:
@@ -394,14 +396,5 @@ def figure_settings(params: Params, figure: str, cls):
     (fields ``datasets``, ``models``, ``inits``, or ending so); a ParamsError names ``figures.<figure>.<key>``."""
     source = f"profile {params.profile!r}"
     settings = _nested(cls, cls(), params.figures.get(figure, {}), source, f"figures.{figure}.")
-    kinds = {"datasets": list_datasets(), "models": list_models(), "inits": list(INITS)}
-    for f in dataclasses.fields(cls):
-        kind = next((k for k in kinds if f.name == k or f.name.endswith("_" + k)), None)
-        for name in getattr(settings, f.name) if kind else ():
-            if name not in kinds[kind]:
-                raise ParamsError(f"{source}: figures.{figure}.{f.name} names unknown {kind[:-1]} {name!r}"
-                                  f"{did_you_mean(name, kinds[kind])}; known: {', '.join(kinds[kind])}")
-            if kind == "inits" and indomain_start(name) is not None and not params.dino_datasets:
-                raise ParamsError(f"{source}: figures.{figure}.{f.name} names {name!r}, but dino_datasets is "
-                                  f"empty: name the datasets to pretrain on in-domain (dino_datasets: [...])")
+    _check_names(settings, params.dino_datasets, lambda _: source, f"figures.{figure}.")
     return settings

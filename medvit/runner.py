@@ -15,7 +15,6 @@ one (``book_sources()``), else ``./medvit-book`` in the current directory — ne
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
@@ -31,8 +30,9 @@ from .execution import run_grid
 from .device import available_cores
 from .figures import FIGURES
 from .files import atomic_path
+from .launch import launch_params
 from .layout import Layout, resolve_results_dir
-from .params import load_params, resolve_profile
+from .params import resolve_profile
 from .resources import (REPOSITORY_URL, book_sources, checkout, colab_path, colab_url, pip_requirement,
                         source_revision)
 
@@ -269,9 +269,8 @@ def reproduce(profile: str | os.PathLike, only: list[str] | None = None, force: 
     terminal) and to ``<results_dir>/<profile>/reproduce.log``."""
     out = out or sys.stdout
     profile = resolve_profile(profile)
-    params = load_params(profile)
-    results_dir = resolve_results_dir(results_dir or params.results_dir)
-    params = dataclasses.replace(params, results_dir=str(results_dir))
+    params = launch_params(profile, results_dir)  # results_dir absolute: the kernels may start elsewhere
+    results_dir = Path(params.results_dir)
     sources = available_notebooks()
     if not sources:
         raise FileNotFoundError(f"no notebooks to execute: no {', '.join(notebooks().values())} (.md) in "
